@@ -1,0 +1,67 @@
+# Triptych: the two commands a new user types are `make predict` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WEIGHTS_DIR ?= weights
+PREDICTOR ?= nst
+# One torch thread per process: on small shared machines more threads are slower.
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: setup test lint predict smoke weights bench-nst bench-sd-style bench-pose bench-musepose \
+        serve-nst serve-sd-style serve-musepose build-nst build-sd-style build-musepose schema clean
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements/dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -n 2 --dist loadgroup -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+predict: setup
+	$(PY) -m tools.run_predictor predictors/nst/predict.py \
+	    -i content=@examples/content.jpg -i style=@examples/style.png -o outputs/
+
+smoke: setup
+	$(PY) -m tools.smoke
+
+weights: setup
+	WEIGHTS_DIR=$(WEIGHTS_DIR) $(PY) -m predictors.common.weights fetch $(PREDICTOR)
+
+schema: setup
+	$(PY) -m tools.cog_schema predictors/$(PREDICTOR)/predict.py
+
+bench-nst: setup
+	$(PY) -m bench.nst
+bench-sd-style: setup
+	$(PY) -m bench.sd_style
+bench-pose: setup
+	$(PY) -m bench.pose
+bench-musepose: setup
+	$(PY) -m bench.musepose
+
+serve-nst:
+	cog serve -p 5000
+serve-sd-style:
+	cog serve -f cog.sd-style.yaml -p 5000
+serve-musepose:
+	cog serve -f cog.musepose.yaml -p 5000
+build-nst:
+	cog build -t triptych-nst
+build-sd-style:
+	cog build -f cog.sd-style.yaml -t triptych-sd-style
+build-musepose:
+	cog build -f cog.musepose.yaml -t triptych-musepose
+
+clean:
+	rm -rf .cache .pytest_cache .ruff_cache outputs

@@ -1,0 +1,67 @@
+"""Suite-wide settings: one torch thread per process, offline hubs, and the shared reference data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before torch is imported anywhere: on a small shared machine more threads are slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TRIPTYCH_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` (reference facts and golden outputs); tests that need it skip where it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"reference data not found at {SHARED} (set TRIPTYCH_SHARED to its location)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def golden_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "golden"
+    if not path.is_dir():
+        pytest.skip(f"golden data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "reference"
+    if not path.is_dir():
+        pytest.skip(f"reference facts not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights():
+    """``tiny_weights(["vgg19"])`` -> a tiny weights root in the real layout (cached by content hash)."""
+    from tools.tiny_weights import build
+
+    return build
+
+
+@pytest.fixture
+def weights_env(monkeypatch):
+    """Point the weights layer at a tiny root for the duration of one test."""
+    from tools.tiny_weights import environment
+
+    def apply(root: Path) -> Path:
+        for key, value in environment(root).items():
+            monkeypatch.setenv(key, value)
+        return root
+
+    return apply

@@ -1,0 +1,101 @@
+"""Tiny weights roots in exactly the real on-disk layout, for tests and smoke runs.
+
+Each *part* is a module of this package with a function ``write(root: Path, seed: int) -> None`` that writes
+its files under ``root`` with the real file names, key names and configs, only with small widths and depths.
+``build(["vgg19", ...])`` writes the parts into one root, then writes a ``weights_manifest.json`` there: a copy
+of the real manifest's entries for exactly the files written, with their tiny sha256 and size. Pointing
+``WEIGHTS_DIR`` and ``TRIPTYCH_MANIFEST`` at the root makes ``predictors.common.weights`` resolve, verify and
+load the tiny files through the same code path as the real ones. A file that the real manifest does not list
+fails the build: the tiny layout may not drift from the real one.
+
+Roots are deterministic from the seed and cached under ``.cache/tiny-weights/<hash>``; the hash covers the
+generator sources, the real manifest, the seed and the library versions that shape the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REAL_MANIFEST = REPO_ROOT / "weights_manifest.json"
+MANIFEST_NAME = "weights_manifest.json"
+CACHE_DIR = Path(os.environ.get("TRIPTYCH_CACHE", REPO_ROOT / ".cache")) / "tiny-weights"
+_VERSIONED = ("torch", "diffusers", "transformers", "onnx", "safetensors", "numpy")
+
+
+def _part_module(name: str):
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def _cache_key(parts: list[str], seed: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"parts": parts, "seed": seed}).encode())
+    digest.update(Path(__file__).read_bytes())
+    for name in parts:
+        digest.update(Path(_part_module(name).__file__).read_bytes())
+    digest.update(REAL_MANIFEST.read_bytes())
+    for dist in _VERSIONED:
+        try:
+            digest.update(f"{dist}={importlib.metadata.version(dist)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            digest.update(f"{dist}=absent".encode())
+    return digest.hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(root: Path, real_manifest: Path = REAL_MANIFEST) -> dict:
+    """Write the tiny root's manifest: the real entries of the files present, with tiny sha256 and size."""
+    real = json.loads(real_manifest.read_text())
+    by_dest = {entry["dest"]: name for name, entry in real["files"].items()}
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        dest = path.relative_to(root).as_posix()
+        if dest not in by_dest:
+            raise ValueError(f"tiny weights wrote {dest}, which weights_manifest.json does not list")
+        name = by_dest[dest]
+        files[name] = {**real["files"][name], "sha256": _sha256(path), "size": path.stat().st_size}
+    manifest = {key: value for key, value in real.items() if key != "files"}
+    manifest["files"] = files
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def build(parts: list[str], seed: int = 0, cache_dir: Path | None = None) -> Path:
+    """Return a tiny weights root holding ``parts``, building it once per content hash."""
+    parts = sorted(set(parts))
+    cache_dir = Path(cache_dir or CACHE_DIR)
+    root = cache_dir / f"{'+'.join(parts)}-{_cache_key(parts, seed)}"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if (root / MANIFEST_NAME).is_file():
+            return root
+        staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=cache_dir))
+        try:
+            for name in parts:
+                _part_module(name).write(staging, seed)
+            write_manifest(staging)
+            staging.rename(root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def environment(root: Path) -> dict[str, str]:
+    """The environment variables that point the weights layer at a tiny root."""
+    return {"WEIGHTS_DIR": str(root), "TRIPTYCH_MANIFEST": str(root / MANIFEST_NAME)}
