@@ -63,9 +63,17 @@ def write_manifest(root: Path, real_manifest: Path = REAL_MANIFEST) -> dict:
     """Write the tiny root's manifest: the real entries of the files present, with tiny sha256 and size."""
     real = json.loads(real_manifest.read_text())
     by_dest = {entry["dest"]: name for name, entry in real["files"].items()}
+    # Conversion outputs are made from the listed files by the weights layer, as with the real weights.
+    derived = {
+        output["dest"]
+        for conversion in real.get("conversions", {}).values()
+        for output in conversion["outputs"].values()
+    }
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
         dest = path.relative_to(root).as_posix()
+        if dest in derived:
+            continue
         if dest not in by_dest:
             raise ValueError(f"tiny weights wrote {dest}, which weights_manifest.json does not list")
         name = by_dest[dest]
