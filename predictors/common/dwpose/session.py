@@ -1,0 +1,115 @@
+"""ONNX Runtime sessions on the best available provider, and the whole-body pipeline built on them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from predictors.common.dwpose.detector import Detections, detect
+from predictors.common.dwpose.estimator import PoseEstimator
+from predictors.common.dwpose.keypoints import Pose, to_openpose
+
+logger = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def _gpu_present() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def choose_providers() -> list[str]:
+    """CUDA first when onnxruntime-gpu offers it and a GPU is present, else CPU only."""
+    if CUDA in ort.get_available_providers() and _gpu_present():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def create_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None):
+    """An ``InferenceSession`` for ``path``. A CUDA provider that fails to load makes ONNX Runtime fall back
+    to CPU without an error, so the providers actually in use are read back and logged."""
+    wanted = providers or choose_providers()
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    active = session.get_providers()
+    if wanted[0] not in active:
+        logger.warning("%s: %s did not load, running on %s", Path(path).name, wanted[0], active[0])
+    else:
+        logger.info("%s runs on %s", Path(path).name, active[0])
+    return session
+
+
+@dataclass(frozen=True)
+class PoseResult:
+    """People found in one image: ``keypoints`` [P,133,2] pixels and ``scores`` [P,133] in COCO-WholeBody
+    order, one row per detected box; with no box, one row for the whole image (``detections`` is then
+    empty)."""
+
+    detections: Detections
+    keypoints: np.ndarray
+    scores: np.ndarray
+    width: int
+    height: int
+
+    def openpose(self) -> tuple[np.ndarray, np.ndarray]:
+        """[P,134,2] pixels and [P,134] scores in OpenPose order (see ``keypoints``)."""
+        return to_openpose(self.keypoints, self.scores)
+
+    def pose(self, *, first_person_only: bool = False) -> Pose:
+        """Normalised ``Pose``; ``first_person_only`` keeps the highest-scoring person."""
+        keypoints, scores = self.openpose()
+        if first_person_only:
+            keypoints, scores = keypoints[:1], scores[:1]
+        return Pose.from_openpose(keypoints, scores, self.width, self.height)
+
+
+class Wholebody:
+    """YOLOX + DWPose. ``rules`` is ``"musepose"`` (MusePose's detector thresholds and the flip test) or
+    ``"controlnet"`` (DWPose's ONNX thresholds, no flip test); see ``detector`` and ``estimator``."""
+
+    def __init__(
+        self,
+        detector_path: str | Path,
+        pose_path: str | Path,
+        *,
+        rules: str = "musepose",
+        providers: list[str] | None = None,
+        max_batch: int = 16,
+    ) -> None:
+        if rules not in ("musepose", "controlnet"):
+            raise ValueError(f"unknown rules {rules!r}")
+        self.rules = rules
+        self.detector = create_session(detector_path, providers)
+        self.estimator = PoseEstimator(create_session(pose_path, providers), max_batch=max_batch)
+
+    @property
+    def flip_test(self) -> bool:
+        return self.rules == "musepose"
+
+    def __call__(self, image_rgb: np.ndarray) -> PoseResult:
+        return self.batch([image_rgb])[0]
+
+    def batch(self, images_rgb: list[np.ndarray]) -> list[PoseResult]:
+        """Detect every image, then estimate all their people in shared network calls."""
+        detections = [detect(self.detector, image, self.rules) for image in images_rgb]
+        items = []
+        for image, found in zip(images_rgb, detections, strict=True):
+            height, width = image.shape[:2]
+            boxes = found.boxes if len(found.boxes) else np.array([[0, 0, width, height]])
+            items.append((image, boxes))
+        estimates = self.estimator.estimate(items, flip=self.flip_test)
+        return [
+            PoseResult(found, keypoints, scores, image.shape[1], image.shape[0])
+            for image, found, (keypoints, scores) in zip(images_rgb, detections, estimates, strict=True)
+        ]

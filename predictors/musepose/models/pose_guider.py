@@ -1,0 +1,41 @@
+"""MusePose's pose guider: a small conv net that maps rendered pose frames to the UNet's first width at 1/8."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PoseGuider(nn.Module):
+    """3 -> 16 -> 32 -> 96 -> 256 -> C; each stride-2 conv halves the size. Runs frame by frame.
+
+    Key names equal the released ``pose_guider.pth`` (``conv_in``, ``blocks.0-5``, ``conv_out``); upstream builds
+    the same convs as "inflated" 3-D convs that apply a 2-D kernel to every frame.
+    """
+
+    def __init__(
+        self,
+        conditioning_embedding_channels: int,
+        conditioning_channels: int = 3,
+        block_out_channels: Sequence[int] = (16, 32, 96, 256),
+    ):
+        super().__init__()
+        self.conv_in = nn.Conv2d(conditioning_channels, block_out_channels[0], kernel_size=3, padding=1)
+        blocks = []
+        for channel_in, channel_out in zip(block_out_channels[:-1], block_out_channels[1:], strict=True):
+            blocks.append(nn.Conv2d(channel_in, channel_in, kernel_size=3, padding=1))
+            blocks.append(nn.Conv2d(channel_in, channel_out, kernel_size=3, padding=1, stride=2))
+        self.blocks = nn.ModuleList(blocks)
+        self.conv_out = nn.Conv2d(
+            block_out_channels[-1], conditioning_embedding_channels, kernel_size=3, padding=1
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames``: [n, 3, H, W] in [0, 1] -> [n, C, H/8, W/8]."""
+        embedding = F.silu(self.conv_in(frames))
+        for block in self.blocks:
+            embedding = F.silu(block(embedding))
+        return self.conv_out(embedding)

@@ -1,0 +1,335 @@
+"""MusePose stage 2 (pose-guided video generation) in plain PyTorch + diffusers.
+
+The semantics are upstream's ``Pose2VideoPipeline`` (TMElyralab/MusePose, ``pipeline_pose2vid_long.py``) driven
+by ``test_stage_2.py``; the differences are only in how the work is scheduled:
+- the ReferenceNet runs once, on the conditional row only (upstream also runs an unconditional row whose
+  features are never read);
+- reference keys/values are projected once per block instead of once per frame;
+- pose features are recomputed per window from the stored uint8 pose frames, and the VAE decodes in chunks
+  that stream to a frame sink, so memory stays flat with the number of frames (except for the latents).
+
+Conventions: images are PIL RGB; ``width``/``height`` are the generation size (multiples of 8); latents are
+[1, 4, frames, height/8, width/8].
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers.image_processor import VaeImageProcessor
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
+
+from predictors.musepose.models import (
+    DenoisingUNet3D,
+    PoseGuider,
+    ReferenceBank,
+    build_denoising_unet,
+    build_pose_guider,
+    build_reference_unet,
+    install_reference_readers,
+    install_reference_writers,
+)
+from predictors.musepose.models.motion_module import PositionalEncoding, sinusoidal_table
+
+# configs/inference_v2.yaml of MusePose: the UNet3D's extra settings and the sampler.
+UNET_ADDITIONAL_KWARGS = {
+    "use_inflated_groupnorm": True,
+    "unet_use_cross_frame_attention": False,
+    "unet_use_temporal_attention": False,
+    "use_motion_module": True,
+    "motion_module_resolutions": [1, 2, 4, 8],
+    "motion_module_mid_block": True,
+    "motion_module_decoder_only": False,
+    "motion_module_type": "Vanilla",
+    "motion_module_kwargs": {
+        "num_attention_heads": 8,
+        "num_transformer_block": 1,
+        "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+        "temporal_position_encoding": True,
+        "temporal_position_encoding_max_len": 128,
+        "temporal_attention_dim_div": 1,
+    },
+}
+SCHEDULER_KWARGS = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+}
+POSE_GUIDER_BLOCKS = (16, 32, 96, 256)
+LATENT_SCALE = 0.18215
+VAE_FACTOR = 8
+CLIP_SIZE = (224, 224)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frame bookkeeping (test_stage_2.py + the "uniform" context scheduler), as pure functions.
+
+
+def frame_plan(source_frames: int, max_frames: int, skip: int) -> list[int]:
+    """Source indices used: every (skip+1)-th frame, ``min(max_frames, source_frames) // (skip+1)`` of them."""
+    length = min(max_frames, source_frames) // (skip + 1)
+    return list(range(0, source_frames, skip + 1))[:length]
+
+
+def output_fps(source_fps, skip: int) -> int:
+    """Upstream's fps: the source average rate floor-divided by (skip+1) (a Fraction floors to an int)."""
+    return int(source_fps // (skip + 1))
+
+
+def padding_repeats(length: int, window: int, overlap: int) -> int:
+    """How many times the last pose frame is repeated so that windows of S with overlap O tile exactly."""
+    stride = window - overlap
+    return (stride - (length - window) % stride) % stride
+
+
+def context_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
+    """Upstream's uniform schedule at stride 1 and step 0, without wrap-around (``closed_loop=False``)."""
+    if frames <= window:
+        return [list(range(frames))]
+    return [
+        [index % frames for index in range(start, start + window)]
+        for start in range(0, frames - overlap, window - overlap)
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass
+class MusePoseModels:
+    vae: AutoencoderKL
+    image_encoder: CLIPVisionModelWithProjection
+    reference_unet: torch.nn.Module
+    denoising_unet: DenoisingUNet3D
+    pose_guider: PoseGuider
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> MusePoseModels:
+        for module in (
+            self.vae,
+            self.image_encoder,
+            self.reference_unet,
+            self.denoising_unet,
+            self.pose_guider,
+        ):
+            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return self
+
+
+def _load_strict(module: torch.nn.Module, *paths: Path) -> None:
+    """Fill a meta-built module from compact safetensors files, then rebuild the non-persistent ``pe`` tables."""
+    state = {}
+    for path in paths:
+        state.update(load_file(str(path)))
+    module.load_state_dict(state, strict=True, assign=True)
+    for submodule in module.modules():
+        if isinstance(submodule, PositionalEncoding):
+            max_len, channels = submodule.pe.shape[1:]
+            submodule.pe = sinusoidal_table(max_len, channels)
+
+
+def load_models(
+    *,
+    unet_config: Path,
+    denoising_unet: Path,
+    motion_module: Path,
+    reference_unet: Path,
+    pose_guider: Path,
+    vae: Path,
+    image_encoder: Path,
+) -> MusePoseModels:
+    """Build the networks on the meta device and fill them from the compact safetensors (nothing loads twice).
+
+    ``unet_config`` is sd-image-variations' ``unet/config.json``; its weights are not needed, because MusePose's
+    checkpoints replace every UNet tensor. ``vae`` and ``image_encoder`` are diffusers/transformers folders.
+    """
+    config = json.loads(Path(unet_config).read_text())
+    with torch.device("meta"):
+        reference = build_reference_unet(config)
+        denoising = build_denoising_unet(config, UNET_ADDITIONAL_KWARGS)
+        guider = build_pose_guider(config["block_out_channels"][0], POSE_GUIDER_BLOCKS)
+    _load_strict(reference, reference_unet)
+    _load_strict(denoising, denoising_unet, motion_module)
+    _load_strict(guider, pose_guider)
+    return MusePoseModels(
+        vae=AutoencoderKL.from_pretrained(vae),
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(image_encoder),
+        reference_unet=reference,
+        denoising_unet=denoising,
+        pose_guider=guider,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after every denoising-UNet call."""
+
+    step: int
+    steps: int
+    window: int
+    windows: int
+    timestep: int
+
+
+@dataclass(frozen=True)
+class ReferenceEncoding:
+    clip_embeds: torch.Tensor  # [1, 1, D]
+    latents: torch.Tensor  # [1, 4, h, w]
+
+
+def resize_poses(frames: Sequence[Image.Image | np.ndarray], width: int, height: int) -> np.ndarray:
+    """uint8 [n, height, width, 3]: each pose frame resized with PIL Lanczos to exactly width x height."""
+    resized = np.empty((len(frames), height, width, 3), dtype=np.uint8)
+    for index, frame in enumerate(frames):
+        image = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame))
+        resized[index] = np.asarray(image.convert("RGB").resize((width, height), Image.LANCZOS))
+    return resized
+
+
+def pad_poses(poses: np.ndarray, window: int, overlap: int) -> np.ndarray:
+    """Repeat the last pose so that the windows tile the sequence exactly (upstream's padding)."""
+    repeats = padding_repeats(len(poses), window, overlap)
+    return np.concatenate([poses, np.repeat(poses[-1:], repeats, axis=0)]) if repeats else poses
+
+
+def to_output_frames(frames: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """[n, 3, h, w] in [0, 1] -> uint8 [n, H, W, 3] at ``size`` = (W, H): bilinear, then truncation as upstream."""
+    width, height = size
+    if frames.shape[-2:] != (height, width):
+        frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
+    return (frames.permute(0, 2, 3, 1).float() * 255).cpu().numpy().astype(np.uint8)
+
+
+class MusePosePipeline:
+    def __init__(self, models: MusePoseModels, device: torch.device, dtype: torch.dtype):
+        self.models = models.to(device, dtype)
+        self.device = device
+        self.dtype = dtype
+        self.recorded = install_reference_writers(models.reference_unet)
+        self.bank = ReferenceBank()
+        install_reference_readers(models.denoising_unet, self.bank)
+        self.clip_processor = CLIPImageProcessorPil()
+        self.reference_processor = VaeImageProcessor(vae_scale_factor=VAE_FACTOR, do_convert_rgb=True)
+
+    # -- conditioning ------------------------------------------------------------------------------------
+
+    def clip_pixels(self, reference: Image.Image) -> torch.Tensor:
+        resized = reference.convert("RGB").resize(CLIP_SIZE, Image.BICUBIC)
+        return self.clip_processor(images=resized, return_tensors="pt").pixel_values
+
+    def reference_pixels(self, reference: Image.Image, width: int, height: int) -> torch.Tensor:
+        return self.reference_processor.preprocess(reference.convert("RGB"), height=height, width=width)
+
+    @torch.no_grad()
+    def encode_reference(self, reference: Image.Image, width: int, height: int) -> ReferenceEncoding:
+        models = self.models
+        pixels = self.clip_pixels(reference).to(self.device, self.dtype)
+        clip_embeds = models.image_encoder(pixels).image_embeds.unsqueeze(1)
+        image = self.reference_pixels(reference, width, height).to(self.device, self.dtype)
+        latents = models.vae.encode(image).latent_dist.mean * LATENT_SCALE
+        return ReferenceEncoding(clip_embeds=clip_embeds, latents=latents)
+
+    @torch.no_grad()
+    def record_reference(self, encoding: ReferenceEncoding) -> dict[str, torch.Tensor]:
+        """Run the ReferenceNet once at t=0 on the conditional row; returns each block's recorded tokens."""
+        self.recorded.clear()
+        timestep = torch.zeros((), dtype=torch.long, device=self.device)
+        self.models.reference_unet(encoding.latents, timestep, encoder_hidden_states=encoding.clip_embeds)
+        features = dict(self.recorded)
+        self.recorded.clear()
+        return features
+
+    @torch.no_grad()
+    def pose_features(self, poses: np.ndarray) -> torch.Tensor:
+        """uint8 [n, H, W, 3] -> pose guider output [1, C, n, H/8, W/8]."""
+        frames = torch.from_numpy(np.ascontiguousarray(poses)).to(self.device).permute(0, 3, 1, 2)
+        features = self.models.pose_guider(frames.to(torch.float32).div(255).to(self.dtype))
+        return features.transpose(0, 1).unsqueeze(0)
+
+    # -- denoising ---------------------------------------------------------------------------------------
+
+    def initial_noise(self, frames: int, width: int, height: int, generator: torch.Generator) -> torch.Tensor:
+        """The first draw of ``generator`` (CPU), float32 like upstream's fp32 run, then cast to the model dtype."""
+        shape = (1, 4, frames, height // VAE_FACTOR, width // VAE_FACTOR)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        poses: np.ndarray,
+        encoding: ReferenceEncoding,
+        *,
+        steps: int,
+        guidance: float,
+        window: int,
+        overlap: int,
+        generator: torch.Generator,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> torch.Tensor:
+        """Latents [1, 4, N, h, w] for the N (already padded) resized pose frames ``poses`` [N, H, W, 3]."""
+        frames, height, width = poses.shape[:3]
+        latents = self.initial_noise(frames, width, height, generator)
+        scheduler = DDIMScheduler(**SCHEDULER_KWARGS)
+        scheduler.set_timesteps(steps, device=self.device)
+        latents = latents * scheduler.init_noise_sigma
+        use_cfg = guidance > 1.0
+        rows = 2 if use_cfg else 1
+        context = encoding.clip_embeds
+        if use_cfg:
+            context = torch.cat([torch.zeros_like(context), context])
+        windows = context_windows(frames, window, overlap)
+        self.bank.load(self.record_reference(encoding), first_half_unconditional=use_cfg)
+        try:
+            for step, timestep in enumerate(scheduler.timesteps):
+                prediction = torch.zeros((rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype)
+                visits = torch.zeros((1, 1, frames, 1, 1), device=self.device, dtype=latents.dtype)
+                for index, frame_ids in enumerate(windows):
+                    sample = scheduler.scale_model_input(
+                        latents[:, :, frame_ids].repeat(rows, 1, 1, 1, 1), timestep
+                    )
+                    pose = self.pose_features(poses[frame_ids]).repeat(rows, 1, 1, 1, 1)
+                    prediction[:, :, frame_ids] += self.models.denoising_unet(sample, timestep, context, pose)
+                    visits[:, :, frame_ids] += 1
+                    if on_progress is not None:
+                        on_progress(
+                            Progress(step, len(scheduler.timesteps), index, len(windows), int(timestep))
+                        )
+                prediction = prediction / visits
+                if use_cfg:
+                    unconditional, conditional = prediction.chunk(2)
+                    prediction = unconditional + guidance * (conditional - unconditional)
+                latents = scheduler.step(
+                    prediction, timestep, latents, eta=0.0, generator=generator
+                ).prev_sample
+        finally:
+            self.bank.clear()
+        return latents
+
+    # -- decoding ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[torch.Tensor]:
+        """Yield decoded frames [n <= chunk, 3, H, W] float32 in [0, 1], in order (padded frames included)."""
+        latents = 1 / LATENT_SCALE * latents
+        for start in range(0, latents.shape[2], chunk):
+            batch = latents[0, :, start : start + chunk].transpose(0, 1)
+            pixels = self.models.vae.decode(batch).sample
+            yield (pixels / 2 + 0.5).clamp(0, 1).float()

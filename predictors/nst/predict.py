@@ -1,0 +1,242 @@
+"""Cog predictor: Gatys neural style transfer with previews, several styles and a feed-forward fast start."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from cog import BasePredictor, Input, Path
+from PIL import Image
+
+from predictors.common import media, runtime, weights
+from predictors.common.errors import InputError
+from predictors.nst.fast_start import FastStylizer
+from predictors.nst.stylize import CONTENT_LAYER, STYLE_LAYERS, Preview, Settings, Step, iterate
+from predictors.nst.vgg import VGGFeatures, read_checkpoint
+
+VGG_DEST = "nst/vgg19-dcbb9e9d.pth"
+PREDICT_DEST = "nst/magenta/arbitrary_predict.onnx"
+TRANSFORM_DEST = "nst/magenta/arbitrary_transform.onnx"
+QUALITY_ITERATIONS = {"draft": 100, "standard": 300, "high": 600}
+# Base style weight: style_strength multiplies it (see the loss normalisation in stylize.py).
+STYLE_WEIGHT = 10.0
+MAX_STYLES = 3
+# Sides are multiples of 16 so that relu5_1 (after four 2x2 poolings) has at least one pixel.
+SIDE_MULTIPLE = 16
+
+logger = runtime.get_logger("nst")
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    pixels = tensor[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray((pixels * 255 + 0.5).astype(np.uint8))
+
+
+def parse_blend(text: str, count: int) -> list[float]:
+    """``"1,0.5"`` -> [1.0, 0.5]; empty means equal weights. Raises InputError with the fix."""
+    if not text.strip():
+        return [1.0] * count
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InputError(
+            f"style_weights must be comma-separated numbers such as '1,0.5', got {text!r}."
+        ) from None
+    if len(values) != count:
+        raise InputError(f"style_weights has {len(values)} value(s) but {count} style image(s) were given.")
+    if any(not np.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+        raise InputError(f"style_weights must be non-negative and not all zero, got {text!r}.")
+    return values
+
+
+class Predictor(BasePredictor):
+    def setup(self) -> None:
+        paths = weights.ensure("nst")
+        self.device = runtime.select_device()
+        self.vgg_state = read_checkpoint(paths[VGG_DEST])
+        self.features: dict[tuple[str, str], VGGFeatures] = {}
+        self.vgg("max", "zeros")
+        self.fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=torch.get_num_threads())
+        self.outputs = media.Outputs()
+
+    def vgg(self, pooling: str, padding: str) -> VGGFeatures:
+        key = (pooling, padding)
+        if key not in self.features:
+            layers = (*STYLE_LAYERS, CONTENT_LAYER)
+            model = VGGFeatures(self.vgg_state, layers, pooling=pooling, padding=padding)
+            self.features[key] = model.to(self.device)
+        return self.features[key]
+
+    def predict(
+        self,
+        content: Path = Input(description="The photo to stylise."),  # noqa: B008 (Cog's declaration style)
+        style: Path = Input(description="The style image (a painting, a texture)."),  # noqa: B008
+        style_2: Path | None = Input(description="An optional second style image to blend in.", default=None),  # noqa: B008
+        style_3: Path | None = Input(description="An optional third style image to blend in.", default=None),  # noqa: B008
+        style_weights: str = Input(
+            description="Blend weights of style, style_2, style_3 in that order, comma-separated "
+            "(e.g. '1,0.5'). Empty: equal weights.",
+            default="",
+        ),
+        max_side: int = Input(
+            description="Long side of the output in pixels (kept aspect, rounded to a multiple of 16). Above "
+            "about 800 px the coarse-to-fine schedule keeps the composition.",
+            default=512,
+            ge=64,
+            le=2048,
+        ),
+        style_strength: float = Input(
+            description="How strongly the style is imposed (multiplies the style loss weight).",
+            default=1.0,
+            ge=0.0,
+            le=10.0,
+        ),
+        content_weight: float = Input(
+            description="Weight of the content loss (relative error at relu4_2).",
+            default=1.0,
+            ge=0.0,
+            le=100.0,
+        ),
+        tv_weight: float = Input(
+            description="Weight of the total-variation smoothness loss.", default=1.0, ge=0.0, le=1000.0
+        ),
+        quality: str = Input(
+            description="Iteration preset: draft (100), standard (300) or high (600) iterations at the "
+            "coarsest scale; finer scales run fewer.",
+            default="standard",
+            choices=list(QUALITY_ITERATIONS),
+        ),
+        iterations: int | None = Input(
+            description="Iterations at the coarsest scale; overrides quality. 0 returns the starting image "
+            "(with init 'fast': the feed-forward result in well under a second).",
+            default=None,
+            ge=0,
+            le=5000,
+        ),
+        optimizer: str = Input(
+            description="L-BFGS (no line search) or Adam.", default="lbfgs", choices=["lbfgs", "adam"]
+        ),
+        init: str = Input(
+            description="Starting image: the content, noise, the (first) style, or 'fast' (a feed-forward "
+            "Magenta stylisation).",
+            default="content",
+            choices=["content", "noise", "style", "fast"],
+        ),
+        color_preservation: str = Input(
+            description="none; luminance (transfer only brightness, keep the content's colours); histogram "
+            "(give the style the content's colours first).",
+            default="none",
+            choices=["none", "luminance", "histogram"],
+        ),
+        style_scale: float = Input(
+            description="Size of the style image relative to the output (smaller = finer brush strokes).",
+            default=1.0,
+            ge=0.1,
+            le=4.0,
+        ),
+        pooling: str = Input(
+            description="VGG pooling: max or avg (rescaled to match).", default="max", choices=["max", "avg"]
+        ),
+        padding: str = Input(
+            description="VGG convolution padding; reflect or replicate avoid dark borders.",
+            default="zeros",
+            choices=["zeros", "reflect", "replicate"],
+        ),
+        seed: int | None = Input(
+            description="Random seed (noise init). Empty: a random one, logged.", default=None
+        ),
+        preview_every: int = Input(
+            description="Yield a preview every this many iterations (0: no previews).",
+            default=50,
+            ge=0,
+            le=5000,
+        ),
+        output_format: str = Input(
+            description="Output file format.", default="png", choices=["png", "jpg", "webp"]
+        ),
+        output_quality: int = Input(description="Quality for jpg and webp.", default=95, ge=1, le=100),
+    ) -> Iterator[Path]:
+        self.outputs.start()
+        content_image = media.load_image(content, what="content image")
+        style_paths = [path for path in (style, style_2, style_3) if path is not None]
+        style_images = [
+            media.load_image(path, what=f"style image {index + 1}") for index, path in enumerate(style_paths)
+        ]
+        blend = parse_blend(style_weights, len(style_images))
+        seed = runtime.resolve_seed(seed, logger)
+        count = QUALITY_ITERATIONS[quality] if iterations is None else iterations
+        width, height = media.fit_size(*content_image.size, max_side=max_side, multiple=SIDE_MULTIPLE)
+        content_image = media.resize(content_image, (width, height))
+
+        def save(image: Image.Image, stem: str) -> Path:
+            return Path(self.outputs.save_image(image, stem, output_format, output_quality))
+
+        init_image = None
+        if init == "fast":
+            started = time.perf_counter()
+            fast = self.fast.stylize(content_image, style_images, blend, size=(width, height))
+            logger.info("Fast start (feed-forward) in %.2f s", time.perf_counter() - started)
+            if count == 0:
+                yield save(fast, "output")
+                return
+            if preview_every:
+                yield save(fast, "preview-fast")
+            init_image = to_tensor(fast)
+
+        settings = Settings(
+            content_weight=content_weight,
+            style_weight=STYLE_WEIGHT * style_strength,
+            tv_weight=tv_weight,
+            iterations=count,
+            optimizer=optimizer,
+            init="image" if init == "fast" else init,
+            colour=color_preservation,
+            style_scale=style_scale,
+            seed=seed,
+            preview_every=preview_every,
+        )
+        logger.info(
+            "Stylising %dx%d with %d style(s), %d iteration(s) at the coarsest scale, %s",
+            width,
+            height,
+            len(style_images),
+            count,
+            optimizer,
+        )
+        with runtime.oom_guard("Lower max_side, or use fewer style images."):
+            events = iterate(
+                self.vgg(pooling, padding),
+                to_tensor(content_image),
+                [to_tensor(image) for image in style_images],
+                settings,
+                blend=blend,
+                init_image=init_image,
+                on_step=log_step,
+            )
+            for event in events:
+                if isinstance(event, Preview):
+                    yield save(to_image(event.image), f"preview-{event.step.iteration:05d}")
+                else:
+                    logger.info("Done after %d objective evaluations", event.evaluations)
+                    yield save(to_image(event.image), "output")
+
+
+def log_step(step: Step) -> None:
+    terms = " ".join(f"{name} {value:.4g}" for name, value in step.losses.items())
+    width, height = step.size
+    logger.info(
+        "iteration %d/%d (scale %d/%d, %dx%d): %s",
+        step.iteration,
+        step.total,
+        step.scale + 1,
+        step.scales,
+        width,
+        height,
+        terms,
+    )

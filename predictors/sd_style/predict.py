@@ -1,0 +1,228 @@
+"""Cog predictor: the content image's structure (Canny + ControlNet) in the style image's look (IP-Adapter).
+
+The model family is chosen per deployment with ``TRIPTYCH_SD_FAMILY`` (``sd15``, the default, or ``sdxl``); a
+custom base checkpoint comes through ``COG_WEIGHTS`` (a ``.safetensors`` file or a diffusers folder).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path as LocalPath
+
+from cog import BasePredictor, Input, Path
+
+from predictors.common import media, runtime, weights
+from predictors.common.errors import InputError, WeightsError
+from predictors.sd_style.blocks import STYLE_MODES
+from predictors.sd_style.pipeline import SCHEDULERS, Job, StylePipeline, family_spec
+
+FAMILY_ENV = "TRIPTYCH_SD_FAMILY"
+DEFAULT_NEGATIVE = "lowres, blurry, deformed, watermark, text, signature, jpeg artifacts, ugly"
+SIZE_MULTIPLE = 8  # the VAE's downscale; diffusers' UNets pad odd latent sizes themselves
+MIN_SIDE = 64
+
+logger = runtime.get_logger("sd_style")
+
+
+def parse_weights(text: str, count: int) -> list[float]:
+    """``"1,0.5"`` -> [1.0, 0.5]; empty means equal weights."""
+    if not text.strip():
+        return [1.0] * count
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InputError(f"style_weights must be comma-separated numbers such as '1,0.5', got {text!r}.") from None
+    if len(values) != count:
+        raise InputError(f"style_weights has {len(values)} value(s) but {count} style image(s) were given.")
+    if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+        raise InputError(f"style_weights must be non-negative and not all zero, got {text!r}.")
+    return values
+
+
+def output_size(
+    width: int, height: int, *, max_side: int | None, megapixels: float | None, default_side: int
+) -> tuple[int, int]:
+    """Scale (up or down) to the requested long side and/or pixel count, keeping aspect, sides multiples of 8."""
+    scales = []
+    if max_side is not None:
+        scales.append(max_side / max(width, height))
+    if megapixels is not None:
+        scales.append(math.sqrt(megapixels * 1e6 / (width * height)))
+    scale = min(scales) if scales else default_side / max(width, height)
+    limit_side = max(round(width * scale), round(height * scale))
+    limit_pixels = None if megapixels is None else int(megapixels * 1e6)
+    size = media.fit_size(
+        max(1, round(width * scale)),
+        max(1, round(height * scale)),
+        max_side=limit_side,
+        max_pixels=limit_pixels,
+        multiple=SIZE_MULTIPLE,
+    )
+    if min(size) < MIN_SIDE:
+        raise InputError(
+            f"The output would be {size[0]}x{size[1]} pixels; its short side must be at least {MIN_SIDE}. "
+            "Use a larger size or a less elongated image."
+        )
+    return size
+
+
+def custom_checkpoint() -> LocalPath | None:
+    """``COG_WEIGHTS`` as a local path; a URL is downloaded once under the weights root."""
+    value = weights.custom_weights()
+    if value is None:
+        return None
+    if value.startswith(("http://", "https://")):
+        from predictors.common import download
+
+        dest = weights.weights_root() / "custom" / value.rstrip("/").rsplit("/", 1)[-1]
+        if not dest.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                download.fetch(value, dest, sha256=None, size=None)
+            except (download.TransferError, download.ChecksumError) as error:
+                raise WeightsError(f"The custom checkpoint at {value} (COG_WEIGHTS) could not be downloaded: {error}.")
+        return dest
+    path = LocalPath(value)
+    if not path.exists():
+        raise WeightsError(f"COG_WEIGHTS points at {value}, which does not exist.")
+    return path
+
+
+class Predictor(BasePredictor):
+    def setup(self) -> None:
+        started = time.perf_counter()
+        self.family = family_spec(os.environ.get(FAMILY_ENV, "sd15").strip().lower())
+        weights.ensure(self.family.tag)
+        device = runtime.select_device()
+        self.pipeline = StylePipeline.load(
+            self.family,
+            weights.weights_root(),
+            device=device,
+            dtype=runtime.select_dtype(device),
+            custom_base=custom_checkpoint(),
+        )
+        self.outputs = media.Outputs()
+        logger.info("Loaded %s on %s in %.1f s", self.family.name, device, time.perf_counter() - started)
+
+    def predict(
+        self,
+        image: Path = Input(description="The content image: its structure (Canny edges) is kept."),  # noqa: B008
+        style_image: Path = Input(description="The style image: its look is transferred."),  # noqa: B008
+        style_image_2: Path | None = Input(description="An optional second style image to blend in.", default=None),  # noqa: B008
+        style_image_3: Path | None = Input(description="An optional third style image to blend in.", default=None),  # noqa: B008
+        style_weights: str = Input(
+            description="Blend weights of style_image, style_image_2, style_image_3 in that order, "
+            "comma-separated (e.g. '1,0.5'). Empty: equal weights.",
+            default="",
+        ),
+        prompt: str = Input(description="Optional text describing the output; not needed.", default=""),
+        negative_prompt: str = Input(description="What the output should not show.", default=DEFAULT_NEGATIVE),
+        style_strength: float = Input(
+            description="IP-Adapter scale on the layers the style mode selects.", default=1.0, ge=0.0, le=2.0
+        ),
+        structure_strength: float = Input(
+            description="ControlNet conditioning scale: how closely the Canny edges are followed.",
+            default=0.75,
+            ge=0.0,
+            le=2.0,
+        ),
+        style_mode: str = Input(
+            description="Where the style is injected: 'style' (style layers only: the style image's content "
+            "does not leak in), 'style_and_layout' (also its layout), 'full' (every layer).",
+            default="style",
+            choices=list(STYLE_MODES),
+        ),
+        denoise_strength: float = Input(
+            description="1.0 generates under the edge control; below 1.0 starts from the content image "
+            "(img2img), keeping more of its colours the lower it is.",
+            default=1.0,
+            ge=0.05,
+            le=1.0,
+        ),
+        canny_low: int = Input(description="Canny lower threshold.", default=100, ge=0, le=254),
+        canny_high: int = Input(description="Canny upper threshold.", default=200, ge=1, le=255),
+        steps: int = Input(description="Denoising steps.", default=20, ge=1, le=100),
+        guidance: float = Input(description="Classifier-free guidance scale.", default=6.0, ge=1.0, le=20.0),
+        scheduler: str = Input(description="Sampler.", default=SCHEDULERS[0], choices=list(SCHEDULERS)),
+        num_outputs: int = Input(description="Number of images.", default=1, ge=1, le=4),
+        seed: int | None = Input(description="Random seed; empty picks one (see the logs).", default=None),
+        max_side: int | None = Input(
+            description="Long side of the output in pixels (aspect kept, multiple of 8). Empty: 768 (SD1.5) "
+            "or 1024 (SDXL), unless megapixels is set.",
+            default=None,
+            ge=256,
+            le=2048,
+        ),
+        megapixels: float | None = Input(
+            description="Output size in megapixels (aspect kept); with max_side, the smaller result wins.",
+            default=None,
+            ge=0.06,
+            le=4.2,
+        ),
+        detail_pass: bool = Input(
+            description="Add a short detail pass (tile ControlNet on SD1.5; the Canny ControlNet on SDXL).",
+            default=False,
+        ),
+        output_format: str = Input(description="Image format.", default="webp", choices=["webp", "jpg", "png"]),
+        output_quality: int = Input(description="Quality of webp/jpg outputs.", default=90, ge=1, le=100),
+        disable_safety_checker: bool = Input(
+            description="Skip the safety checker (outputs it flags are otherwise withheld).", default=False
+        ),
+    ) -> list[Path]:
+        self.outputs.start()
+        if canny_low >= canny_high:
+            raise InputError(f"canny_low ({canny_low}) must be below canny_high ({canny_high}).")
+        styles = [p for p in (style_image, style_image_2, style_image_3) if p is not None]
+        blend = parse_weights(style_weights, len(styles))
+        content = media.load_image(image, what="content image")
+        style_images = [
+            media.load_image(path, what="style image" if i == 0 else f"style image {i + 1}")
+            for i, path in enumerate(styles)
+        ]
+        size = output_size(
+            *content.size, max_side=max_side, megapixels=megapixels, default_side=self.family.default_max_side
+        )
+        seed = runtime.resolve_seed(seed, logger)
+        job = Job(
+            content=media.resize(content, size),
+            style_images=style_images,
+            style_weights=blend,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            style_strength=style_strength,
+            structure_strength=structure_strength,
+            style_mode=style_mode,
+            denoise=denoise_strength,
+            canny_low=canny_low,
+            canny_high=canny_high,
+            steps=steps,
+            guidance=guidance,
+            scheduler=scheduler,
+            num_outputs=num_outputs,
+            seed=seed,
+            detail_pass=detail_pass,
+        )
+        logger.info("Rendering %d image(s) at %dx%d, %d steps (%s)", num_outputs, *size, steps, scheduler)
+        with runtime.oom_guard("Lower max_side, megapixels or num_outputs."):
+            images = self.pipeline.run(job, on_step=self._log_step)
+        if not disable_safety_checker:
+            images = self._withhold_flagged(images)
+        return [Path(self.outputs.save_image(img, f"sd-style-{seed}", output_format, output_quality)) for img in images]
+
+    def _log_step(self, stage: str, step: int, total: int) -> None:
+        logger.info("%s pass: step %d/%d", stage, step, total)
+
+    def _withhold_flagged(self, images):
+        flags = self.pipeline.flag_unsafe(images)
+        for index, flagged in enumerate(flags):
+            if flagged:
+                logger.warning("Output %d was flagged by the safety checker and is withheld.", index + 1)
+        kept = [image for image, flagged in zip(images, flags, strict=True) if not flagged]
+        if not kept:
+            raise InputError(
+                f"All {len(images)} output(s) were flagged as possibly NSFW by the safety checker and withheld. "
+                "Try another seed, prompt or style image, or set disable_safety_checker."
+            )
+        return kept

@@ -1,0 +1,33 @@
+"""Fixtures that start the real Cog HTTP server; see ``tests/http/harness.py`` for how to use them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.http.harness import CogServer, WebhookReceiver
+
+
+@pytest.fixture(scope="module")
+def cog_server() -> Iterator:
+    """``cog_server("predictors/<name>/predict.py", env={...})`` -> a READY ``CogServer``, stopped after the module."""
+    servers: list[CogServer] = []
+
+    def start(predictor: str | Path, env: dict[str, str] | None = None, **options) -> CogServer:
+        server = CogServer(predictor, env=env, **options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[WebhookReceiver]:
+    """A webhook receiver on 127.0.0.1 for the module's async predictions."""
+    with WebhookReceiver() as receiver:
+        yield receiver

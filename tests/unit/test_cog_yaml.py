@@ -1,0 +1,95 @@
+"""The cog yaml files: valid against Cog's config schema, pointing at real predictors and pinned requirements."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_FILE = REPO_ROOT / "tests" / "data" / "cog_config_schema.json"
+CONFIGS = {
+    "cog.yaml": "nst",
+    "cog.sd-style.yaml": "sd_style",
+    "cog.sd-style-xl.yaml": "sd_style",
+    "cog.musepose.yaml": "musepose",
+}
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)$")
+
+
+def config_schema() -> dict:
+    """Cog's published schema plus the two keys later Cog releases accept (see tests/data/README.md)."""
+    schema = copy.deepcopy(json.loads(SCHEMA_FILE.read_text()))
+    schema["properties"]["environment"] = {"type": "array", "items": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*="}}
+    schema["properties"]["build"]["properties"]["sdk_version"] = {"type": "string"}
+    return schema
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO_ROOT / name).read_text())
+
+
+def pins(path: Path) -> dict[str, str]:
+    """``{name: version}`` of a requirements file; every requirement line must be an exact pin."""
+    result = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = PIN.match(line)
+        assert match, f"{path.name}: {line!r} is not an exact pin (and Cog cannot follow -r includes)"
+        result[match.group(1).lower()] = match.group(2)
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_config_is_valid_for_cog(name):
+    config = load(name)
+    jsonschema.validate(config, config_schema())
+    build = config["build"]
+    assert build["gpu"] is True
+    assert build["python_version"] == "3.11"
+    assert build["sdk_version"] == "0.23.1"
+    assert "TRIPTYCH_REJECT_LOCAL_PATHS=1" in config["environment"]
+
+
+def test_schema_copy_still_rejects_what_cog_rejects():
+    schema = config_schema()
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"build": {"gpus": True}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"predict": ["predict.py:Predictor"]}, schema)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_predict_points_at_the_predictor(name):
+    file_part, _, class_name = load(name)["predict"].partition(":")
+    assert file_part == f"predictors/{CONFIGS[name]}/predict.py" and class_name == "Predictor"
+    path = REPO_ROOT / file_part
+    if not path.is_file():
+        pytest.skip(f"{file_part} does not exist yet")
+    assert re.search(rf"^class {class_name}\(", path.read_text(), re.MULTILINE)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_requirements_are_exact_pins_with_torch_and_cog(name):
+    path = REPO_ROOT / load(name)["build"]["python_requirements"]
+    image = pins(path)
+    assert image["torch"] == "2.13.0"
+    assert image["cog"] == "0.23.1"
+    assert "torchvision" not in image
+    # The GPU images run ONNX models on CUDA: the CPU-only wheel would shadow the GPU one.
+    assert "onnxruntime" not in image
+    base = pins(REPO_ROOT / "requirements" / "base.txt")
+    drift = {name: (version, image.get(name)) for name, version in base.items() if image.get(name) != version}
+    assert not drift, f"{path.name} differs from base.txt: {drift}"
+
+
+def test_sd_family_selection():
+    assert "TRIPTYCH_SD_FAMILY=sd15" in load("cog.sd-style.yaml")["environment"]
+    assert "TRIPTYCH_SD_FAMILY=sdxl" in load("cog.sd-style-xl.yaml")["environment"]
