@@ -20,8 +20,7 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 
 setup: $(STAMP)
 
-test: setup
-	$(VENV)/bin/ruff check .
+test: lint
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 
 lint: setup

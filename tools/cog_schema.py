@@ -32,7 +32,7 @@ _MUST_HAVE_VALUE = (_adt.Repetition.REQUIRED, _adt.Repetition.REPEATED)
 
 
 def split_ref(ref: str | Path) -> tuple[Path, str]:
-    """``"predictors/nst/predict.py:Predictor"`` -> (absolute file, class name); the class defaults to Predictor."""
+    """``"predictors/nst/predict.py:Predictor"`` -> (absolute file, class name) (default class: Predictor)."""
     text = str(ref)
     file_part, _, class_name = text.partition(":")
     path = Path(file_part)
@@ -41,27 +41,31 @@ def split_ref(ref: str | Path) -> tuple[Path, str]:
     return path, class_name or "Predictor"
 
 
-def load_predictor_info(ref: str | Path) -> tuple[_adt.PredictorInfo, dict[str, FieldInfo]]:
-    """Import ``predict.py`` by file path as Cog does and inspect its ``predict()`` signature.
-
-    Returns the inspector's view and the raw ``Input(...)`` objects (for what the inspector drops, ``accept``).
-    """
+def import_predictor(ref: str | Path) -> type:
+    """Import ``predict.py`` by file path, as Cog does, and return the predictor class named by ``ref``."""
     path, class_name = split_ref(ref)
     if not path.is_file():
         raise FileNotFoundError(f"predictor file not found: {path}")
     # Predictors import the shared package absolutely from the repository root, as inside the image.
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    module_name = f"_cog_schema_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    module_name = f"_cog_predictor_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
+    if not hasattr(module, class_name):
+        raise AttributeError(f"{path} defines no {class_name}")
+    return getattr(module, class_name)
+
+
+def inspect_predictor(predictor: type) -> tuple[_adt.PredictorInfo, dict[str, FieldInfo]]:
+    """The cog inspector's view of ``predict()`` and the raw ``Input(...)`` objects (for ``accept``)."""
     with warnings.catch_warnings():
         # BasePredictor/predict() are deprecated aliases in this SDK; they still serve, so stay quiet.
         warnings.simplefilter("ignore", DeprecationWarning)
-        info = _inspector.create_predictor(module_name, class_name)
-        _, method = _inspector._selected_predict_method(getattr(module, class_name), class_name)
+        info = _inspector.create_predictor(predictor.__module__, predictor.__name__)
+        _, method = _inspector._selected_predict_method(predictor, predictor.__name__)
     raw = {
         name: param.default
         for name, param in inspect.signature(method).parameters.items()
@@ -218,7 +222,9 @@ def openapi_schema(info: _adt.PredictorInfo, raw: dict[str, FieldInfo]) -> dict[
         },
     }
     paths = {
-        "/": {"get": {"summary": "Root", "operationId": "root__get", "responses": {"200": _json_response({})}}},
+        "/": {
+            "get": {"summary": "Root", "operationId": "root__get", "responses": {"200": _json_response({})}}
+        },
         "/health-check": {
             "get": {
                 "summary": "Healthcheck",
@@ -268,7 +274,7 @@ def openapi_schema(info: _adt.PredictorInfo, raw: dict[str, FieldInfo]) -> dict[
 
 def generate(ref: str | Path) -> dict[str, Any]:
     """The OpenAPI document for ``predictors/<name>/predict.py[:Class]``."""
-    return openapi_schema(*load_predictor_info(ref))
+    return openapi_schema(*inspect_predictor(import_predictor(ref)))
 
 
 def write(ref: str | Path, output: Path = DEFAULT_OUTPUT) -> Path:

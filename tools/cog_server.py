@@ -15,6 +15,7 @@ this module.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import mimetypes
@@ -65,7 +66,7 @@ def decode_output(value: str) -> bytes:
     """The bytes behind one output value: a ``data:`` URI, a ``file://`` URL or an http(s) URL."""
     scheme = urllib.parse.urlparse(value).scheme
     if scheme == "data":
-        with urllib.request.urlopen(value) as response:  # noqa: S310 (data: only)
+        with urllib.request.urlopen(value) as response:
             return response.read()
     if scheme == "file":
         return Path(urllib.parse.unquote(urllib.parse.urlparse(value).path)).read_bytes()
@@ -137,7 +138,9 @@ class CogServer:
         """Write the schema, start the server and wait until it is READY."""
         self.workdir = Path(tempfile.mkdtemp(prefix="cog-server-"))
         try:
-            cog_schema.write(f"{self.predictor_file}:{self.predictor_class}", self.workdir / cog_schema.DEFAULT_OUTPUT)
+            cog_schema.write(
+                f"{self.predictor_file}:{self.predictor_class}", self.workdir / cog_schema.DEFAULT_OUTPUT
+            )
             self.port = free_port()
             self._log_handle = self.log_path.open("wb")
             self.process = subprocess.Popen(
@@ -177,10 +180,8 @@ class CogServer:
             self.workdir = None
 
     def _signal_group(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def __enter__(self) -> CogServer:
         return self.start()
@@ -275,12 +276,18 @@ class CogServer:
         events: Iterable[str] = DEFAULT_EVENTS,
         prediction_id: str | None = None,
     ) -> dict[str, Any]:
-        """Start a prediction with ``Prefer: respond-async``; events go to ``webhook``. Returns the 202 body."""
+        """Start a ``Prefer: respond-async`` prediction (events go to ``webhook``); returns the 202 JSON."""
         response = self.post_prediction(
-            inputs, prediction_id=prediction_id, webhook=webhook, webhook_events_filter=events, respond_async=True
+            inputs,
+            prediction_id=prediction_id,
+            webhook=webhook,
+            webhook_events_filter=events,
+            respond_async=True,
         )
         if response.status_code != 202:
-            raise self.fail(f"async POST /predictions answered {response.status_code}: {response.text[:2000]}")
+            raise self.fail(
+                f"async POST /predictions answered {response.status_code}: {response.text[:2000]}"
+            )
         return response.json()
 
     def cancel(self, prediction_id: str) -> requests.Response:
@@ -334,9 +341,7 @@ class WebhookReceiver:
         with self._changed:
             return [event for event in self.events if event.get("id") == prediction_id]
 
-    def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120.0
-    ) -> dict[str, Any]:
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120.0) -> dict[str, Any]:
         """The first event (already received or arriving within ``timeout``) for which ``predicate`` holds."""
         deadline = time.monotonic() + timeout
         with self._changed:

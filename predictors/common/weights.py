@@ -224,6 +224,7 @@ def ensure(target: str | list[str]) -> dict[str, Path]:
 
 
 def _tags_for(target: str) -> list[str]:
+    target = target.replace("-", "_")  # the Makefile spells predictors sd-style
     return [tag for tag in TAGS if tag == target or tag.startswith(target + "/")]
 
 

@@ -12,7 +12,6 @@ Registered in ``weights_manifest.json`` as the conversion ``musepose_compact`` w
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -119,9 +118,7 @@ def convert_file(source: Path, destination: Path, spec: Checkpoint) -> int:
     check(state, spec, source)
     tensors = compact(state)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + f".{os.getpid()}.partial")
-    save_file(tensors, str(partial), metadata={"format": "pt", "source": spec.filename})
-    partial.replace(destination)
+    save_file(tensors, str(destination), metadata={"format": "pt", "source": spec.filename})
     return len(tensors)
 
 

@@ -160,6 +160,14 @@ def lbfgs_history(numel: int) -> int:
     return max(MIN_LBFGS_HISTORY, min(MAX_LBFGS_HISTORY, LBFGS_HISTORY_BYTES // (8 * numel)))
 
 
+def vgg_autocast(device: torch.device):
+    """bf16 (else fp16) autocast for the VGG pass on CUDA; full precision elsewhere."""
+    if device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
 class Objective:
     """The Gatys objective for one content size: weighted content, style and TV terms."""
 
@@ -179,19 +187,12 @@ class Objective:
                 strict=True,
             )
         )
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), vgg_autocast(self.vgg.mean.device):
             self.content_target = vgg(content)[CONTENT_LAYER].float()
         self.style_grams = style_grams
 
-    def _autocast(self):
-        device = self.vgg.mean.device
-        if device.type != "cuda":
-            return nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with self._autocast():
+        with vgg_autocast(self.vgg.mean.device):
             if image.device.type == "cuda":
                 image = image.contiguous(memory_format=torch.channels_last)
             features = self.vgg(image)

@@ -365,7 +365,9 @@ def _load_base(pipeline_cls, base_dir: Path, custom_base, parts: dict, common: d
         return pipeline_cls.from_pretrained(base_dir, **parts, **common)
     custom = Path(custom_base)
     if custom.is_dir():
-        return pipeline_cls.from_pretrained(custom, **parts, dtype=common["dtype"], local_files_only=True)
+        # A user's folder may hold the fp16 variant files or only the full-precision ones.
+        variant = "fp16" if any(custom.glob("unet/*.fp16.*")) else None
+        return pipeline_cls.from_pretrained(custom, **parts, **{**common, "variant": variant})
     if custom.is_file() and custom.suffix == ".safetensors":
         log.info("loading the base model from the single-file checkpoint %s", custom)
         return pipeline_cls.from_single_file(

@@ -12,7 +12,7 @@ from tests.http.harness import CogServer, WebhookReceiver
 
 @pytest.fixture(scope="module")
 def cog_server() -> Iterator:
-    """``cog_server("predictors/<name>/predict.py", env={...})`` -> a READY ``CogServer``, stopped after the module."""
+    """``cog_server("predictors/<name>/predict.py", env={...})`` -> a READY ``CogServer``, stopped later."""
     servers: list[CogServer] = []
 
     def start(predictor: str | Path, env: dict[str, str] | None = None, **options) -> CogServer:

@@ -80,7 +80,7 @@ __all__ = [
 
 
 def tiny_environment(parts: list[str], seed: int = 0) -> dict[str, str]:
-    """Environment pointing the weights layer at a tiny weights root holding ``parts`` (built once, cached)."""
+    """Environment pointing the weights layer at a tiny root holding ``parts`` (built once, then cached)."""
     from tools.tiny_weights import build, environment
 
     return environment(build(parts, seed=seed))

@@ -60,8 +60,9 @@ def test_async_prediction_delivers_start_output_and_completed_events(server, web
     assert final["status"] == "succeeded"
     assert [record["index"] for record in records(final)] == [0, 1]
     # Events are posted concurrently, so the completed one may arrive before the others.
-    webhook.wait_for(lambda e: e["id"] == started["id"] and e["status"] == "processing" and not e.get("output"))
-    webhook.wait_for(lambda e: e["id"] == started["id"] and e["status"] == "processing" and e.get("output"))
+    mine = started["id"]
+    webhook.wait_for(lambda e: e["id"] == mine and e["status"] == "processing" and not e.get("output"))
+    webhook.wait_for(lambda e: e["id"] == mine and e["status"] == "processing" and e.get("output"))
 
 
 def test_cancel_lands_mid_loop_and_the_server_recovers(server, webhook):

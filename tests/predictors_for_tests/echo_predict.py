@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 from cog import BasePredictor, Input, Path
 
+from predictors.common.errors import WeightsError
+
 
 class Predictor(BasePredictor):
     def setup(self) -> None:
@@ -26,7 +28,7 @@ class Predictor(BasePredictor):
         count: int = Input(description="Frames to yield or loop steps to run.", default=2, ge=1, le=50),
         scale: float = Input(description="A number copied into the echo.", default=0.5, ge=0.0, le=1.0),
         shout: bool = Input(description="Upper-case the text.", default=False),
-        image: Path | None = Input(description="An optional file whose size is echoed.", default=None),
+        image: Path | None = Input(description="An optional file whose size is echoed.", default=None),  # noqa: B008
     ) -> Iterator[Path]:
         if mode == "fail":
             raise ValueError(f"The echo predictor was asked to fail for {text!r}.")
@@ -53,4 +55,4 @@ class BrokenSetup(Predictor):
     """Fails in ``setup()``, as a predictor does when its weights are missing."""
 
     def setup(self) -> None:
-        raise RuntimeError("The echo weights are missing: run the weights step first.")
+        raise WeightsError("The echo weights are missing: run the weights step first.")

@@ -13,7 +13,7 @@ from tools import cog_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-SAMPLE = '''
+SAMPLE = """
 from collections.abc import Iterator
 
 from cog import BasePredictor, Input, Path, Secret
@@ -40,7 +40,7 @@ class Predictor(BasePredictor):
 class Other(Predictor):
     def predict(self, n: int = Input(description="N.", ge=0)) -> str:
         return str(n)
-'''
+"""
 
 
 def write_sample(tmp_path: Path, output: str = "Path") -> Path:
@@ -57,29 +57,62 @@ def document(tmp_path_factory) -> dict:
 def test_envelope_has_the_cli_components_and_paths(document):
     assert document["openapi"] == "3.0.2"
     schemas = document["components"]["schemas"]
-    for name in ("Input", "Output", "PredictionRequest", "PredictionResponse", "Status", "HTTPValidationError"):
+    for name in (
+        "Input",
+        "Output",
+        "PredictionRequest",
+        "PredictionResponse",
+        "Status",
+        "HTTPValidationError",
+    ):
         assert name in schemas
     assert schemas["Status"]["enum"] == ["starting", "processing", "succeeded", "canceled", "failed"]
     assert schemas["PredictionRequest"]["properties"]["input"] == {"$ref": "#/components/schemas/Input"}
-    assert set(document["paths"]) == {"/", "/health-check", "/predictions", "/predictions/{prediction_id}/cancel"}
+    assert set(document["paths"]) == {
+        "/",
+        "/health-check",
+        "/predictions",
+        "/predictions/{prediction_id}/cancel",
+    }
     assert "422" in document["paths"]["/predictions"]["post"]["responses"]
 
 
 def test_inputs_keep_signature_order_types_and_ranges(document):
     props = document["components"]["schemas"]["Input"]["properties"]
     assert list(props) == [
-        "image", "steps", "strength", "scheduler", "size", "refs", "mask", "seed", "token", "tidy", "prompt"
+        "image",
+        "steps",
+        "strength",
+        "scheduler",
+        "size",
+        "refs",
+        "mask",
+        "seed",
+        "token",
+        "tidy",
+        "prompt",
     ]
     assert [props[name]["x-order"] for name in props] == list(range(11))
     assert props["image"] == {
-        "title": "Image", "type": "string", "format": "uri", "description": "Content image.", "x-order": 0
+        "title": "Image",
+        "type": "string",
+        "format": "uri",
+        "description": "Content image.",
+        "x-order": 0,
     }
     assert props["steps"] == {
-        "title": "Steps", "type": "integer", "default": 20, "minimum": 1, "maximum": 500,
-        "description": "Steps.", "x-order": 1,
+        "title": "Steps",
+        "type": "integer",
+        "default": 20,
+        "minimum": 1,
+        "maximum": 500,
+        "description": "Steps.",
+        "x-order": 1,
     }
     assert (props["strength"]["type"], props["strength"]["minimum"], props["strength"]["maximum"]) == (
-        "number", 0, 1.5
+        "number",
+        0,
+        1.5,
     )
     assert props["refs"]["type"] == "array" and props["refs"]["items"] == {"type": "string", "format": "uri"}
     assert props["mask"]["nullable"] is True and "default" not in props["mask"]
@@ -96,7 +129,10 @@ def test_choices_become_enum_components(document):
     assert scheduler["allOf"] == [{"$ref": "#/components/schemas/scheduler"}]
     assert scheduler["default"] == "ddim" and "type" not in scheduler
     assert schemas["scheduler"] == {
-        "title": "scheduler", "description": "An enumeration.", "enum": ["ddim", "euler"], "type": "string"
+        "title": "scheduler",
+        "description": "An enumeration.",
+        "enum": ["ddim", "euler"],
+        "type": "string",
     }
     assert schemas["size"]["enum"] == [512, 768] and schemas["size"]["type"] == "integer"
 
@@ -123,7 +159,9 @@ def test_required_lists_exactly_the_inputs_without_a_usable_default(document):
     ],
 )
 def test_output_types(tmp_path, annotation, expected):
-    assert cog_schema.generate(write_sample(tmp_path, annotation))["components"]["schemas"]["Output"] == expected
+    assert (
+        cog_schema.generate(write_sample(tmp_path, annotation))["components"]["schemas"]["Output"] == expected
+    )
 
 
 def test_class_is_taken_from_the_reference(tmp_path):

@@ -1,4 +1,4 @@
-"""The cog yaml files: valid against Cog's config schema, pointing at real predictors and pinned requirements."""
+"""The cog yaml files: valid for Cog's config schema, pointing at the predictors, with pinned requirements."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)$")
 def config_schema() -> dict:
     """Cog's published schema plus the two keys later Cog releases accept (see tests/data/README.md)."""
     schema = copy.deepcopy(json.loads(SCHEMA_FILE.read_text()))
-    schema["properties"]["environment"] = {"type": "array", "items": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*="}}
+    schema["properties"]["environment"] = {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*="},
+    }
     schema["properties"]["build"]["properties"]["sdk_version"] = {"type": "string"}
     return schema
 

@@ -112,7 +112,9 @@ def test_requested_conv_output_is_not_overwritten_by_its_relu(checkpoint):
 def test_avg_pool_scale_matches_max_pool_under_its_model():
     # The derivation's model: units active with probability 1/2, one shared magnitude per 2x2 window.
     generator = torch.Generator().manual_seed(0)
-    magnitude = torch.rand(1, 8, 64, 64, generator=generator).repeat_interleave(2, -1).repeat_interleave(2, -2)
+    magnitude = (
+        torch.rand(1, 8, 64, 64, generator=generator).repeat_interleave(2, -1).repeat_interleave(2, -2)
+    )
     active = (torch.rand(1, 8, 128, 128, generator=generator) < 0.5).float()
     activations = magnitude * active
     scaled_avg = F.avg_pool2d(activations, 2).mean() * AVG_POOL_SCALE

@@ -248,6 +248,15 @@ def save_fp16_variant(model, folder: Path) -> None:
     model.to(torch.float16).save_pretrained(folder, variant="fp16", safe_serialization=True)
 
 
+def rename_keys(weights_file: Path, rename) -> None:
+    """Rewrite a safetensors file with ``rename(key)`` keys: the released files predate transformers 5's
+    flattened CLIP modules, so they carry the older key names, which transformers 5 still maps on load."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(weights_file)
+    save_file({rename(key): value for key, value in tensors.items()}, str(weights_file), metadata={"format": "pt"})
+
+
 def seeded(seed: int, salt: int) -> None:
     torch.manual_seed(seed * 1000 + salt)
 
@@ -259,6 +268,8 @@ def write_text_encoder(folder: Path, config: dict, vocab_size: int, seed: int, s
     config_cls = transformers.CLIPTextConfig
     model = getattr(transformers, cls_name)(config_cls(**{**config, "vocab_size": vocab_size}))
     save_fp16_variant(model, folder)
+    if cls_name == "CLIPTextModel":
+        rename_keys(folder / "model.fp16.safetensors", lambda key: key if key.startswith("text_model.") else f"text_model.{key}")
 
 
 def write_image_encoder(root: Path, seed: int) -> None:
@@ -289,6 +300,10 @@ def write_safety_checker(root: Path, seed: int) -> None:
         checker.concept_embeds_weights.fill_(2.0)
         checker.special_care_embeds_weights.fill_(2.0)
     save_fp16_variant(checker, root / BASE / "safety_checker")
+    rename_keys(
+        root / BASE / "safety_checker" / "model.fp16.safetensors",
+        lambda key: f"vision_model.{key}" if key.startswith("vision_model.") else key,
+    )
     write_json(root / BASE / "feature_extractor" / "preprocessor_config.json", FEATURE_EXTRACTOR_CONFIG)
 
 
@@ -330,10 +345,13 @@ def _hidden_size(unet, processor_name: str) -> int:
     return list(reversed(channels))[index] if processor_name.startswith("up_blocks") else channels[index]
 
 
-def write_ip_adapter(folder: Path, stem: str, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
-    """Both formats h94 publishes: ``.bin`` (nested dict) and ``.safetensors`` (flat, prefixed keys)."""
+def write_ip_adapter(
+    folder: Path, stem: str, tensors: dict[str, dict[str, torch.Tensor]], *, with_bin: bool = True
+) -> None:
+    """The formats h94 publishes: ``.safetensors`` (flat, prefixed keys) and ``.bin`` (nested dict)."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(tensors, folder / f"{stem}.bin")
+    if with_bin:
+        torch.save(tensors, folder / f"{stem}.bin")
     flat = {f"{group}.{key}": value.contiguous() for group, part in tensors.items() for key, value in part.items()}
     save_file(flat, str(folder / f"{stem}.safetensors"), metadata={"format": "pt"})
 
@@ -366,3 +384,103 @@ def write(root: Path, seed: int) -> None:
     save_fp16_variant(vae, base / "vae")
     write_image_encoder(root, seed)
     write_safety_checker(root, seed)
+
+
+# Single-file (original LDM layout) checkpoint of the tiny base model, for tests of custom checkpoints.
+
+_RESNET_TO_LDM = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+_VAE_ATTENTION_TO_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def _unet_key_to_ldm(key: str, unet_config: dict) -> str:
+    parts = key.split(".")
+    head, rest = parts[0], parts[1:]
+    direct = {
+        "time_embedding": {"linear_1": "time_embed.0", "linear_2": "time_embed.2"},
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
+    if head == "time_embedding":
+        return ".".join([direct[head][rest[0]], *rest[1:]])
+    if head in direct:
+        return ".".join([direct[head], *rest])
+    per_block = unet_config["layers_per_block"] + 1
+    if head == "down_blocks":
+        block, kind = int(rest[0]), rest[1]
+        if kind == "downsamplers":
+            return ".".join([f"input_blocks.{per_block * (block + 1)}.0.op", *rest[4:]])
+        index = per_block * block + int(rest[2]) + 1
+        return _block_key(f"input_blocks.{index}", kind, rest[3:])
+    if head == "mid_block":
+        kind, index = rest[0], int(rest[1])
+        position = 1 if kind == "attentions" else 2 * index
+        return _block_key(f"middle_block.{position}", kind, rest[2:], attention_slot=False)
+    block, kind = int(rest[0]), rest[1]
+    has_attention = unet_config["up_block_types"][block].startswith("CrossAttn")
+    if kind == "upsamplers":
+        return ".".join([f"output_blocks.{per_block * block + per_block - 1}.{2 if has_attention else 1}", *rest[3:]])
+    return _block_key(f"output_blocks.{per_block * block + int(rest[2])}", kind, rest[3:])
+
+
+def _block_key(prefix: str, kind: str, inner: list[str], attention_slot: bool = True) -> str:
+    if kind == "attentions":
+        return ".".join([prefix + (".1" if attention_slot else ""), *inner])
+    name = _RESNET_TO_LDM[inner[0]]
+    return ".".join([prefix + (".0" if attention_slot else ""), name, *inner[1:]])
+
+
+def _vae_key_to_ldm(key: str, num_blocks: int) -> str:
+    side, *rest = key.split(".")
+    if rest[0] in ("conv_in", "conv_out") or side in ("quant_conv", "post_quant_conv"):
+        return key
+    if rest[0] == "conv_norm_out":
+        return ".".join([side, "norm_out", *rest[1:]])
+    if rest[0] == "mid_block":
+        if rest[1] == "attentions":
+            inner = ".".join(rest[3:])
+            for name, ldm in _VAE_ATTENTION_TO_LDM.items():
+                if inner.startswith(name + "."):
+                    inner = ldm + inner[len(name) :]
+            return f"{side}.mid.attn_1.{inner}"
+        return ".".join([side, f"mid.block_{int(rest[2]) + 1}", *_vae_resnet(rest[3:])])
+    block = int(rest[1])
+    level, sampler = (block, "downsample") if side == "encoder" else (num_blocks - 1 - block, "upsample")
+    stage = "down" if side == "encoder" else "up"
+    if rest[2] in ("downsamplers", "upsamplers"):
+        return ".".join([side, f"{stage}.{level}.{sampler}", *rest[4:]])
+    return ".".join([side, f"{stage}.{level}.block.{rest[3]}", *_vae_resnet(rest[4:])])
+
+
+def _vae_resnet(inner: list[str]) -> list[str]:
+    return ["nin_shortcut" if inner[0] == "conv_shortcut" else inner[0], *inner[1:]]
+
+
+def write_single_file(root: Path, path: Path) -> Path:
+    """Write the tiny SD1.5 base (UNet, VAE, text encoder) as one original-layout ``.safetensors`` file."""
+    from safetensors.torch import load_file
+
+    base = root / BASE
+    unet_config = json.loads((base / "unet" / "config.json").read_text())
+    vae_config = json.loads((base / "vae" / "config.json").read_text())
+    tensors = {}
+    for key, value in load_file(base / "unet" / "diffusion_pytorch_model.fp16.safetensors").items():
+        tensors["model.diffusion_model." + _unet_key_to_ldm(key, unet_config)] = value
+    blocks = len(vae_config["block_out_channels"])
+    for key, value in load_file(base / "vae" / "diffusion_pytorch_model.fp16.safetensors").items():
+        ldm = _vae_key_to_ldm(key, blocks)
+        if ".mid.attn_1." in ldm and ldm.endswith("weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # the original VAE attention uses 1x1 convolutions
+        tensors["first_stage_model." + ldm] = value
+    for key, value in load_file(base / "text_encoder" / "model.fp16.safetensors").items():
+        tensors["cond_stage_model.transformer." + key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path

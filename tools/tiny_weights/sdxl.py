@@ -4,7 +4,7 @@ Writes, with random weights and shrunk widths/depths but the real block structur
 - ``sdxl/stable-diffusion-xl-base-1.0/``: model_index.json, unet, vae, text_encoder, text_encoder_2, tokenizer,
   tokenizer_2, scheduler; weights as the ``fp16`` variant files;
 - ``sdxl/controlnet-canny-sdxl-1.0/``: a ControlNet matching the UNet;
-- ``ip_adapter/sdxl_models/ip-adapter_sdxl_vit-h.{bin,safetensors}``;
+- ``ip_adapter/sdxl_models/ip-adapter_sdxl_vit-h.safetensors``;
 - the parts SDXL shares with SD1.5: the ViT-H image encoder and the safety checker (same bytes as the sd15
   part writes for the same seed).
 """
@@ -129,6 +129,8 @@ def write(root: Path, seed: int) -> None:
         root / IP_ADAPTER_ROOT / "sdxl_models",
         "ip-adapter_sdxl_vit-h",
         ip_adapter_tensors(unet, IMAGE_ENCODER_CONFIG["projection_dim"], seed, 16),
+        # The predictor reads the .safetensors file; the 700 MB .bin twin is not in the manifest.
+        with_bin=False,
     )
     save_fp16_variant(unet, base / "unet")
     save_fp16_variant(vae, base / "vae")

@@ -29,13 +29,22 @@ CLASSES = 10
 _BLOCK_OF_CONV = dict(zip(CONV_INDICES, (0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4), strict=True))
 
 
-def tiny_vgg19_state_dict(seed: int) -> dict[str, torch.Tensor]:
-    """A VGG19 state_dict with torchvision's keys, narrow widths and He-initialised random weights."""
+FULL_BLOCK_WIDTHS = (64, 128, 256, 512, 512)
+
+
+def tiny_vgg19_state_dict(
+    seed: int, block_widths: tuple[int, ...] = TINY_BLOCK_WIDTHS
+) -> dict[str, torch.Tensor]:
+    """A VGG19 state_dict with torchvision's keys and He-initialised random weights.
+
+    ``block_widths`` are the conv widths of the five blocks: narrow for tests, FULL_BLOCK_WIDTHS for benches
+    that need the real compute cost (the classifier stays narrow either way; style transfer never runs it).
+    """
     generator = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
     channels = 3
     for index in CONV_INDICES:
-        width = TINY_BLOCK_WIDTHS[_BLOCK_OF_CONV[index]]
+        width = block_widths[_BLOCK_OF_CONV[index]]
         std = (2.0 / (channels * 9)) ** 0.5
         state[f"features.{index}.weight"] = torch.randn(width, channels, 3, 3, generator=generator) * std
         state[f"features.{index}.bias"] = torch.randn(width, generator=generator) * 0.01

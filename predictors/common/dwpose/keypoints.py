@@ -85,7 +85,7 @@ class Pose:
         people = points.shape[0]
         points[..., 0] /= float(width)
         points[..., 1] /= float(height)
-        candidate = points[:, :18].reshape(people * 18, 2)
+        candidate = points[:, :18].reshape(people * 18, 2).copy()
         body_scores = scores[:, :18]
         rows = 18 * np.arange(people)[:, None] + np.arange(18)[None, :]
         subset = np.where(body_scores > VISIBLE, rows, -1).astype(np.float64)

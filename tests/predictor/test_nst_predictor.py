@@ -1,0 +1,185 @@
+"""The nst Predictor on tiny weights in the real layout (torchvision VGG19 keys, the real Magenta ONNX)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from PIL import Image
+
+from predictors.common.errors import InputError
+from tests.conftest import REPO_ROOT
+
+CONTENT = REPO_ROOT / "examples" / "content.jpg"
+STYLE = REPO_ROOT / "examples" / "style.png"
+
+# Every input with a plain value (calling predict() directly bypasses Cog's defaults).
+DEFAULTS = {
+    "style_2": None,
+    "style_3": None,
+    "style_weights": "",
+    "max_side": 48,
+    "style_strength": 1.0,
+    "content_weight": 1.0,
+    "tv_weight": 1.0,
+    "quality": "standard",
+    "iterations": 4,
+    "optimizer": "lbfgs",
+    "init": "content",
+    "color_preservation": "none",
+    "style_scale": 1.0,
+    "pooling": "max",
+    "padding": "zeros",
+    "seed": 0,
+    "preview_every": 0,
+    "output_format": "png",
+    "output_quality": 95,
+}
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_weights):
+    from tools.tiny_weights import environment
+
+    root = tiny_weights(["vgg19"])
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in environment(root).items():
+            patch.setenv(key, value)
+        from predictors.nst.predict import Predictor
+
+        instance = Predictor()
+        instance.setup()
+        yield instance
+
+
+def run(predictor, **inputs):
+    return list(predictor.predict(content=CONTENT, style=STYLE, **{**DEFAULTS, **inputs}))
+
+
+def digest(path):
+    return hashlib.sha256(Image.open(path).tobytes()).hexdigest()
+
+
+def final_digest(predictor, **inputs):
+    """Digest of the final image, taken before the next prediction deletes the file."""
+    return digest(run(predictor, **inputs)[-1])
+
+
+def test_setup_resolves_every_file_through_the_tiny_manifest(predictor):
+    assert predictor.vgg("max", "zeros").widths["conv1_1"] == 4
+    assert predictor.fast.transform.get_inputs()[0].shape == [1, 384, 384, 3]
+
+
+def test_default_path_returns_one_png_at_the_requested_size(predictor):
+    (output,) = run(predictor)
+    with Image.open(output) as image:
+        assert image.format == "PNG"
+        assert image.size == (48, 48)
+    assert output.name.startswith("output-")
+
+
+def test_previews_come_first_then_the_final_image(predictor):
+    outputs = run(predictor, iterations=6, preview_every=2)
+    assert [path.name.split("-")[0] for path in outputs] == ["preview", "preview", "output"]
+    assert len({path.name for path in outputs}) == 3
+    assert all(path.exists() for path in outputs)
+
+
+def test_previous_outputs_are_cleaned(predictor):
+    first = run(predictor, iterations=1)
+    run(predictor, iterations=1)
+    assert not first[0].exists()
+
+
+def test_several_styles_with_blend_weights(predictor, tmp_path):
+    red = tmp_path / "red.png"
+    Image.new("RGB", (40, 40), (220, 30, 30)).save(red)
+    single = final_digest(predictor)
+    assert final_digest(predictor, style_2=red, style_weights="1,0") == single
+    assert final_digest(predictor, style_2=red, style_weights="1,1") != single
+    three = run(predictor, style_2=red, style_3=STYLE, style_weights="1,0.5,2")
+    assert len(three) == 1
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [("1", "1 value"), ("1,x", "comma-separated"), ("-1,2", "non-negative"), ("0,0", "non-negative")],
+)
+def test_bad_blend_weights_are_input_errors(predictor, weights, message):
+    with pytest.raises(InputError, match=message):
+        run(predictor, style_2=STYLE, style_weights=weights)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"optimizer": "adam"},
+        {"init": "noise"},
+        {"init": "style"},
+        {"init": "fast"},
+        {"color_preservation": "luminance"},
+        {"color_preservation": "histogram"},
+        {"pooling": "avg"},
+        {"padding": "reflect"},
+        {"padding": "replicate"},
+        {"style_scale": 0.5},
+        {"style_strength": 0.0, "content_weight": 5.0, "tv_weight": 0.0},
+        {"iterations": None, "quality": "draft", "max_side": 32},
+        {"output_format": "jpg", "output_quality": 50},
+        {"output_format": "webp"},
+        {"max_side": 100},
+    ],
+    ids=lambda option: "-".join(f"{k}={v}" for k, v in option.items()),
+)
+def test_every_option_gives_an_image(predictor, option):
+    outputs = run(predictor, **option)
+    with Image.open(outputs[-1]) as image:
+        expected_format = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[option.get("output_format", "png")]
+        assert image.format == expected_format
+        side = option.get("max_side", 48)
+        assert max(image.size) == side - side % 16
+    # Each option changes the result relative to the default run.
+    if "output_format" not in option:
+        changed = digest(outputs[-1])
+        assert changed != final_digest(predictor)
+
+
+def test_landscape_keeps_its_aspect(predictor, tmp_path):
+    wide = tmp_path / "wide.png"
+    Image.open(CONTENT).resize((200, 100)).save(wide)
+    (output,) = list(predictor.predict(content=wide, style=STYLE, **DEFAULTS))
+    assert Image.open(output).size == (48, 32)
+
+
+def test_same_seed_same_output_different_seed_different(predictor):
+    first = final_digest(predictor, init="noise", seed=11)
+    assert final_digest(predictor, init="noise", seed=11) == first
+    assert final_digest(predictor, init="noise", seed=12) != first
+
+
+def test_missing_seed_draws_one_and_logs_it(predictor, caplog):
+    with caplog.at_level("INFO", logger="triptych"):
+        run(predictor, seed=None, iterations=1)
+    assert "Using seed" in caplog.text
+
+
+def test_fast_preview_only_skips_vgg(predictor, monkeypatch):
+    def no_vgg(*args, **kwargs):
+        raise AssertionError("VGG19 must not run for a 0-iteration fast preview")
+
+    monkeypatch.setattr(predictor, "vgg", no_vgg)
+    (output,) = run(predictor, init="fast", iterations=0, max_side=96, preview_every=5)
+    assert Image.open(output).size == (96, 96)
+
+
+def test_fast_init_streams_the_feed_forward_preview_first(predictor):
+    outputs = run(predictor, init="fast", iterations=2, preview_every=1)
+    assert outputs[0].name.startswith("preview-fast")
+    assert outputs[-1].name.startswith("output-")
+
+
+def test_corrupt_content_is_a_clear_input_error(predictor, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"this is not an image")
+    with pytest.raises(InputError, match="content image"):
+        list(predictor.predict(content=broken, style=STYLE, **DEFAULTS))

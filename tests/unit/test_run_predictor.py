@@ -1,0 +1,89 @@
+"""tools/run_predictor.py: one prediction without the server, as `make predict` runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tools import run_predictor
+
+ECHO = Path(__file__).resolve().parents[1] / "predictors_for_tests" / "echo_predict.py"
+
+
+def test_inputs_are_typed_defaults_applied_and_outputs_copied(tmp_path, capsys):
+    image = tmp_path / "seven.bin"
+    image.write_bytes(b"1234567")
+    out = tmp_path / "out"
+    code = run_predictor.main(
+        [
+            str(ECHO),
+            "-i",
+            "text=hi",
+            "-i",
+            "mode=frames",
+            "-i",
+            "count=2",
+            "-i",
+            "shout=yes",
+            "-i",
+            f"image=@{image}",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 2 and all(Path(line).parent == out for line in printed)
+    records = [json.loads(Path(line).read_text()) for line in printed]
+    assert records == [
+        {"text": "HI", "mode": "frames", "count": 2, "scale": 0.5, "index": index, "image_bytes": 7}
+        for index in (0, 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["count=3"], "text: Field required"),
+        (["text=a", "count=51"], "count fails constraint <= 50"),
+        (["text=a", "mode=loud"], "mode does not match choices"),
+        (["text=a", "shout=maybe"], "shout: expected true or false"),
+        (["text=a", "count=two"], "count: expected an integer"),
+        (["text=a", "colour=red"], "unknown input 'colour'"),
+        (["text=a", "image=@/no/such/file.png"], "image: file not found"),
+    ],
+)
+def test_bad_inputs_are_usage_errors(tmp_path, capsys, pairs, message):
+    argv = [str(ECHO), "-o", str(tmp_path)]
+    for pair in pairs:
+        argv += ["-i", pair]
+    with pytest.raises(SystemExit) as exit_info:
+        run_predictor.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_value_errors_of_the_predictor_are_not_swallowed(tmp_path):
+    with pytest.raises(ValueError, match="asked to fail"):
+        run_predictor.main([str(ECHO), "-i", "text=a", "-i", "mode=fail", "-o", str(tmp_path)])
+
+
+def test_triptych_error_prints_its_message_alone(tmp_path, capsys):
+    code = run_predictor.main([f"{ECHO}:BrokenSetup", "-i", "text=a", "-o", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip() == "The echo weights are missing: run the weights step first."
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_existing_outputs_are_never_overwritten(tmp_path):
+    source = tmp_path / "frame.png"
+    source.write_bytes(b"new")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "frame.png").write_bytes(b"old")
+    saved = Path(run_predictor.save_output(source, out))
+    assert saved.name == "frame-1.png" and saved.read_bytes() == b"new"
+    assert (out / "frame.png").read_bytes() == b"old"

