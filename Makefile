@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: setup test lint predict smoke weights bench-nst bench-sd-style bench-pose bench-musepose \
-        serve-nst serve-sd-style serve-musepose build-nst build-sd-style build-musepose schema clean
+        serve-nst serve-sd-style serve-sd-style-xl serve-musepose build-nst build-sd-style build-sd-style-xl build-musepose schema clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,12 +53,16 @@ serve-nst:
 	cog serve -p 5000
 serve-sd-style:
 	cog serve -f cog.sd-style.yaml -p 5000
+serve-sd-style-xl:
+	cog serve -f cog.sd-style-xl.yaml -p 5000
 serve-musepose:
 	cog serve -f cog.musepose.yaml -p 5000
 build-nst:
 	cog build -t triptych-nst
 build-sd-style:
 	cog build -f cog.sd-style.yaml -t triptych-sd-style
+build-sd-style-xl:
+	cog build -f cog.sd-style-xl.yaml -t triptych-sd-style-xl
 build-musepose:
 	cog build -f cog.musepose.yaml -t triptych-musepose
 

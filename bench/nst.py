@@ -1,8 +1,8 @@
-"""Benchmark of the nst core: seconds per evaluation against the VGG floor, evaluations to an objective value,
-and peak memory. Prints a table; asserts nothing.
+"""Benchmark of the nst core: seconds per evaluation against the VGG floor, evaluations to an objective
+value, and peak memory. Prints a table; asserts nothing.
 
-VGG19 weights: full-size (64/128/256/512 widths) but RANDOM (He-initialised, torchvision's layout). Timings and
-memory are the real ones for that architecture; evaluation counts only compare optimisers on the same
+VGG19 weights: full-size (64/128/256/512 widths) but RANDOM (He-initialised, torchvision's layout). Timings
+and memory are the real ones for that architecture; evaluation counts only compare optimisers on the same
 objective and say nothing about image quality.
 
     python -m bench.nst [--sizes 256 512] [--memory-sizes 1024 2048] [--budget 40]
@@ -33,7 +33,6 @@ from predictors.nst.stylize import (
     Optimisation,
     Settings,
     lbfgs_history,
-    resize,
     style_targets,
     vgg_autocast,
 )
@@ -54,16 +53,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_seconds(function, repeats: int, device: torch.device) -> float:
-    function()  # warm-up (allocator, cuDNN autotuning)
-    times = []
+def paired_medians(first, second, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds of two functions, run alternately so that load from other processes hits both alike."""
+    first()  # warm-up (allocator, oneDNN/cuDNN kernel selection)
+    second()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
-        function()
-        synchronize(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for function, bucket in ((first, times[0]), (second, times[1])):
+            synchronize(device)
+            started = time.perf_counter()
+            function()
+            synchronize(device)
+            bucket.append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 class Bench:
@@ -80,34 +82,32 @@ class Bench:
         grams = style_targets(self.vgg, [style], [1.0], (size, size), 1.0)
         return Objective(self.vgg, content, grams, self.settings), content
 
-    def floor(self, size: int, repeats: int) -> float:
-        image = torch.rand(1, 3, size, size, device=self.device, requires_grad=True)
-
-        def once():
-            image.grad = None
-            with vgg_autocast(self.device):
-                features = self.floor_vgg(image)["relu5_1"]
-            features.float().sum().backward()
-
-        return median_seconds(once, repeats, self.device)
-
-    def evaluation(self, size: int, repeats: int) -> tuple[float, float, int]:
-        """Seconds per objective evaluation, per optimiser iteration (after ``repeats`` steps), history used."""
+    def timings(self, size: int, repeats: int) -> tuple[float, float, float, int]:
+        """Seconds: floor (VGG19 to relu5_1, forward+backward), objective evaluation, optimiser iteration;
+        and the L-BFGS history length reached while timing."""
         objective, content = self.objective(size)
+        floor_image = content.clone().requires_grad_(True)
         image = content.clone().requires_grad_(True)
 
-        def once():
+        def floor():
+            floor_image.grad = None
+            with vgg_autocast(self.device):
+                features = self.floor_vgg(floor_image)["relu5_1"]
+            features.float().sum().backward()
+
+        def evaluation():
             image.grad = None
             loss, _ = objective(image)
             loss.backward()
 
-        evaluation = median_seconds(once, repeats, self.device)
+        floor_s, evaluation_s = paired_medians(floor, evaluation, repeats, self.device)
         optimisation = Optimisation(objective, content, self.settings)
-        iteration = median_seconds(optimisation.step, repeats, self.device)
-        return evaluation, iteration, min(repeats + 1, lbfgs_history(content.numel()))
+        _, iteration_s = paired_medians(floor, optimisation.step, repeats, self.device)
+        return floor_s, evaluation_s, iteration_s, min(repeats + 1, lbfgs_history(content.numel()))
 
     def losses_reference(self, objective: Objective, start: torch.Tensor, evaluations: int) -> list[float]:
-        """The classic reference's optimiser: L-BFGS, strong-Wolfe line search, history 100, default tolerances."""
+        """The classic reference's optimiser: L-BFGS, strong-Wolfe line search, history 100, default
+        tolerances. Returns the loss of every evaluation."""
         image = start.clone().requires_grad_(True)
         # max_eval caps the evaluations; the default tolerances may stop it earlier (as the reference does).
         optimizer = torch.optim.LBFGS(
@@ -123,7 +123,7 @@ class Bench:
             optimizer.zero_grad()
             loss, _ = objective(image)
             loss.backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             return loss
 
         optimizer.step(closure)
@@ -166,7 +166,7 @@ class Bench:
 
 
 def peak_rss_child(size: int, iterations: int) -> None:
-    """Run in a subprocess: a few default optimiser iterations at ``size``; prints peak RSS and history bytes."""
+    """In a subprocess: a few default optimiser iterations at ``size``; prints peak RSS and history bytes."""
     bench = Bench(torch.device("cpu"))
     objective, content = bench.objective(size)
     optimisation = Optimisation(objective, content, bench.settings)
@@ -192,12 +192,10 @@ def gpu_rows(bench: Bench, sizes: list[int]) -> None:
     print("|---|---|---|---|---|---|")
     for size in sizes:
         torch.cuda.reset_peak_memory_stats()
-        floor = bench.floor(size, 5)
-        evaluation, iteration, _ = bench.evaluation(size, 5)
+        floor, evaluation, iteration, _ = bench.timings(size, 5)
         peak = torch.cuda.max_memory_allocated() / 1e9
-        print(
-            f"| {size} | {floor:.4f} | {evaluation:.4f} | {evaluation / floor:.3f} | {iteration:.4f} | {peak:.2f} |"
-        )
+        ratio = evaluation / floor
+        print(f"| {size} | {floor:.4f} | {evaluation:.4f} | {ratio:.3f} | {iteration:.4f} | {peak:.2f} |")
     objective, content = bench.objective(512)
     optimisation = Optimisation(objective, content, bench.settings)
     synchronize(bench.device)
@@ -239,8 +237,7 @@ def main() -> None:
     print("| size | floor s | ours s/eval | ratio | ours s/iteration (L-BFGS, history) |")
     print("|---|---|---|---|---|")
     for size in args.sizes:
-        floor = bench.floor(size, args.repeats)
-        evaluation, iteration, history = bench.evaluation(size, args.repeats)
+        floor, evaluation, iteration, history = bench.timings(size, args.repeats)
         print(
             f"| {size} | {floor:.3f} | {evaluation:.3f} | {evaluation / floor:.3f} | {iteration:.3f} "
             f"(history {history}) |"
@@ -271,9 +268,7 @@ def main() -> None:
 
     if args.memory_sizes:
         print("\n## Peak memory, CPU peak RSS of a separate process (model, activations, optimiser state)")
-        print(
-            f"measured over {args.iterations} iterations; the L-BFGS history not yet filled is added as computed"
-        )
+        print(f"measured over {args.iterations} iterations; the L-BFGS history not yet filled is added")
         print("| size | history | measured peak GB | + unfilled history GB | total GB |")
         print("|---|---|---|---|---|")
         for size in args.memory_sizes:

@@ -18,7 +18,8 @@ How it works (MusePose's ``pose_align.py``), in height-normalised coordinates (x
   768 high at the reference aspect.
 
 ``parity=True`` reproduces upstream exactly, bugs included. The default fixes these, and is identical to
-upstream wherever upstream's inputs are sound:
+upstream wherever upstream's inputs are sound (hidden points keep upstream's arithmetic too: the -1
+placeholders get the offset added, which never makes y positive, so they are never drawn):
 
 - a bone of zero length in the align frame gives an infinite (or NaN) scale; upstream keeps inf (its
   replacement writes into a copy) and sets NaN to 1. Here any scale that cannot be measured falls back to
@@ -29,7 +30,6 @@ upstream wherever upstream's inputs are sound:
 - hand ratios upstream include the -1 placeholders of hidden hand points; here only visible points count;
 - with two or more people upstream's hands are ``hands[:2]``, the first two people's *left* hands; here
   the first person's own left and right hands;
-- hidden points keep the placeholder -1 (upstream adds the offset to it, which can move it on screen);
 - no GUI calls (upstream calls ``cv2.destroyAllWindows``, which fails with headless OpenCV).
 """
 
@@ -247,8 +247,6 @@ def align_poses(
             moved = np.nan_to_num(moved, nan=HIDDEN)
             moved = moved + offset
             moved[..., 0] /= ref_ratio
-            if not parity:
-                moved[hidden] = HIDDEN
             parts.append(moved)
         poses.append(Pose(parts[0], original.subset, parts[1], parts[2], original.feet))
     return AlignResult(poses, scales, offset, tuple(ref_size), tuple(video_size))

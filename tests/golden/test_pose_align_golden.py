@@ -54,7 +54,7 @@ def test_scales_and_offset(golden, aligned):
 
 def test_aligned_keypoints(golden, aligned):
     _, _, frames, expected, _ = golden
-    parity, result = aligned
+    _, result = aligned
     assert len(result.poses) == len(frames)
     body = np.stack([p.candidate for p in result.poses])
     hands = np.stack([p.hands for p in result.poses])
@@ -62,13 +62,7 @@ def test_aligned_keypoints(golden, aligned):
     np.testing.assert_array_equal(np.stack([p.subset for p in result.poses]), expected["subset"])
     np.testing.assert_allclose(body, expected["body"], atol=1e-6, rtol=0)
     np.testing.assert_allclose(faces, expected["faces"], atol=1e-6, rtol=0)
-    if parity:
-        np.testing.assert_allclose(hands, expected["hands"], atol=1e-6, rtol=0)
-    else:
-        # Hidden hand points stay at -1 instead of being shifted by the offset; the rest is upstream's.
-        hidden = np.stack([f.hands[:2] for f in frames]) == -1
-        np.testing.assert_allclose(hands[~hidden], expected["hands"][~hidden], atol=1e-6, rtol=0)
-        assert (hands[hidden] == -1).all() and hidden.any()
+    np.testing.assert_allclose(hands, expected["hands"], atol=1e-6, rtol=0)
 
 
 def test_rendered_frames(golden, aligned):

@@ -1,0 +1,281 @@
+"""The sd_style core on tiny weights in the real layout, both families: parity with diffusers' stock
+pipelines, the adapter block maps, style blending and its cache, schedulers, the detail pass, safety."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges
+
+SIZE = 64
+FAMILY_NAMES = ["sd15", "sdxl"]
+
+
+def _image(seed: int, size=(SIZE, SIZE)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    pixels[size[1] // 4 : size[1] // 2, size[0] // 4 :] = 255  # an edge for Canny to find
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="module")
+def root(tiny_weights):
+    return tiny_weights(["sd15", "sdxl"])
+
+
+@pytest.fixture(scope="module")
+def pipelines(root):
+    return {
+        name: StylePipeline.load(FAMILIES[name], root, device=torch.device("cpu"), dtype=torch.float32)
+        for name in FAMILY_NAMES
+    }
+
+
+def _content() -> Image.Image:
+    """Flat grey with a strong-edged square (found by any thresholds) and a faint one (only by low ones)."""
+    pixels = np.full((SIZE, SIZE, 3), 100, np.uint8)
+    pixels[8:28, 8:28] = (250, 40, 40)
+    pixels[36:56, 30:60] = 112
+    return Image.fromarray(pixels)
+
+
+def _job(**changes) -> Job:
+    settings = {
+        "content": _content(),
+        "style_images": [_image(2, (80, 72))],
+        "prompt": "a painting",
+        "negative_prompt": "blurry",
+        "style_strength": 0.8,
+        "steps": 2,
+        "seed": 7,
+    }
+    return Job(**{**settings, **changes})
+
+
+# The maps written out by hand, independently of blocks.py.
+EXPECTED_MAPS = {
+    ("sd15", "style"): {"up": {"block_1": [0.8, 0.8, 0.8]}},
+    ("sd15", "style_and_layout"): {"down": {"block_2": [0.0, 0.8]}, "up": {"block_1": [0.8, 0.8, 0.8]}},
+    ("sd15", "full"): 0.8,
+    ("sdxl", "style"): {"up": {"block_0": [0.0, 0.8, 0.0]}},
+    ("sdxl", "style_and_layout"): {"down": {"block_2": [0.0, 0.8]}, "up": {"block_0": [0.0, 0.8, 0.0]}},
+    ("sdxl", "full"): 0.8,
+}
+
+
+def _stock(sp: StylePipeline, job: Job):
+    """diffusers' own pipeline class, built from the same modules and called directly."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    ours = sp.img2img if job.denoise < 1.0 else sp.txt2img
+    stock = type(ours)(**ours.components)
+    stock.set_progress_bar_config(disable=True)
+    stock.scheduler = DPMSolverMultistepScheduler.from_config(
+        ours.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+    )
+    stock.set_ip_adapter_scale(EXPECTED_MAPS[(sp.family.name, job.style_mode)])
+    control = canny_edges(job.content, job.canny_low, job.canny_high)
+    images = {"image": job.content, "control_image": control, "strength": job.denoise} if job.denoise < 1.0 else {
+        "image": control
+    }
+    return stock(
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        **images,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=job.steps,
+        guidance_scale=job.guidance,
+        controlnet_conditioning_scale=job.structure_strength,
+        num_images_per_prompt=job.num_outputs,
+        ip_adapter_image=job.style_images[0],
+        generator=torch.Generator().manual_seed(job.seed),
+        output_type="np",
+    ).images
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"style_mode": "style"},
+        {"style_mode": "style_and_layout", "num_outputs": 2},
+        {"style_mode": "full"},
+        {"style_mode": "style_and_layout", "denoise": 0.6},
+    ],
+    ids=["txt2img-style", "txt2img-style_and_layout-x2", "txt2img-full", "img2img-style_and_layout"],
+)
+def test_parity_with_stock_diffusers(pipelines, family, changes):
+    sp = pipelines[family]
+    job = _job(**changes)
+    ours = sp.run(job, output_type="np")
+    stock = _stock(sp, job)
+    assert ours.shape == stock.shape == (job.num_outputs, SIZE, SIZE, 3)
+    assert np.abs(ours - stock).max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_modes_strength_and_structure_change_the_output(pipelines, family):
+    sp = pipelines[family]
+    base = sp.run(_job(), output_type="np")
+    for changes in (
+        {"style_mode": "full"},
+        {"style_mode": "style_and_layout"},
+        {"style_strength": 0.0},
+        {"structure_strength": 0.0},
+        {"prompt": "a cat"},
+        {"guidance": 1.0},
+        {"canny_low": 10, "canny_high": 20},
+    ):
+        other = sp.run(_job(**changes), output_type="np")
+        assert np.abs(other - base).max() > 1e-4, changes
+    assert np.array_equal(sp.run(_job(), output_type="np"), base)  # deterministic for a seed
+    assert not np.array_equal(sp.run(_job(seed=8), output_type="np"), base)
+
+
+def _scales(sp: StylePipeline, family: str, mode: str) -> dict[str, float]:
+    sp.prepare(_job(style_mode=mode))
+    return {
+        name.removesuffix(".processor"): processor.scale[0]
+        for name, processor in sp.txt2img.unet.attn_processors.items()
+        if hasattr(processor, "to_k_ip")
+    }
+
+
+EXPECTED_LAYERS = {
+    ("sd15", "style"): ("up_blocks.1.attentions.0.", "up_blocks.1.attentions.1.", "up_blocks.1.attentions.2."),
+    ("sd15", "style_and_layout"): (
+        "down_blocks.2.attentions.1.",
+        "up_blocks.1.attentions.0.",
+        "up_blocks.1.attentions.1.",
+        "up_blocks.1.attentions.2.",
+    ),
+    ("sdxl", "style"): ("up_blocks.0.attentions.1.",),
+    ("sdxl", "style_and_layout"): ("down_blocks.2.attentions.1.", "up_blocks.0.attentions.1."),
+}
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("mode", ["style", "style_and_layout", "full"])
+def test_block_map_sets_exactly_the_intended_layers(pipelines, family, mode):
+    scales = _scales(pipelines[family], family, mode)
+    # 16 cross-attentions on SD1.5 (as the real model); SDXL keeps its layout with fewer transformer layers.
+    assert len(scales) == (16 if family == "sd15" else 22)
+    active = {name for name, scale in scales.items() if scale != 0.0}
+    if mode == "full":
+        assert active == set(scales)
+    else:
+        prefixes = EXPECTED_LAYERS[(family, mode)]
+        assert active == {name for name in scales if name.startswith(prefixes)}
+        assert {name.split(".transformer_blocks")[0] for name in active} == {p.rstrip(".") for p in prefixes}
+    assert all(scales[name] == pytest.approx(0.8) for name in active)
+
+
+def test_sdxl_style_map_switches_the_adapter_off_on_sd15(pipelines):
+    """The trap the family-specific maps avoid: SD1.5's up_blocks.0 has no attention."""
+    unet = pipelines["sd15"].txt2img
+    unet.set_ip_adapter_scale({"up": {"block_0": [0.0, 1.0, 0.0]}})
+    scales = [p.scale[0] for p in unet.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
+    assert scales and all(scale == 0.0 for scale in scales)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_style_blend_weights(pipelines, family):
+    sp = pipelines[family]
+    first, second = _image(2, (80, 72)), _image(3, (64, 96))
+    only_first = sp.run(_job(style_images=[first]), output_type="np")
+    only_second = sp.run(_job(style_images=[second]), output_type="np")
+    assert np.allclose(sp.run(_job(style_images=[first, second], style_weights=[1.0, 0.0]), output_type="np"), only_first, atol=1e-6)
+    blend = sp.run(_job(style_images=[first, second], style_weights=[1.0, 1.0]), output_type="np")
+    assert np.abs(blend - only_first).max() > 1e-4 and np.abs(blend - only_second).max() > 1e-4
+    embeds = sp.adapter_embeds([first, second], [3.0, 1.0], guidance=6.0)[0]
+    expected = 0.75 * sp.style_embedding(first) + 0.25 * sp.style_embedding(second)
+    assert torch.allclose(embeds[1, 0], expected[0]) and not embeds[0].any()
+
+
+def test_embedding_cache_skips_the_image_encoder(pipelines):
+    sp = pipelines["sd15"]
+    calls = []
+    hook = sp.txt2img.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        style = _image(40)
+        sp.run(_job(style_images=[style]))
+        assert len(calls) == 1
+        sp.run(_job(style_images=[Image.fromarray(np.asarray(style).copy())], seed=9))
+        assert len(calls) == 1  # same pixels, new object: served from the cache
+        sp.run(_job(style_images=[_image(41)]))
+        assert len(calls) == 2
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_scheduler_runs_and_differs(pipelines, family):
+    sp = pipelines[family]
+    outputs = {name: sp.run(_job(scheduler=name), output_type="np") for name in SCHEDULERS}
+    assert all(np.isfinite(image).all() for image in outputs.values())
+    names = list(outputs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert np.abs(outputs[a] - outputs[b]).max() > 1e-4, (a, b)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_detail_pass(pipelines, family):
+    sp = pipelines[family]
+    calls = []
+    hook = sp.detail.controlnet.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        plain = sp.run(_job(num_outputs=2), output_type="np")
+        calls.clear()
+        detailed = sp.run(_job(num_outputs=2, detail_pass=True), output_type="np")
+    finally:
+        hook.remove()
+    assert detailed.shape == plain.shape and np.abs(detailed - plain).max() > 1e-4
+    if family == "sd15":
+        assert sp.detail.controlnet is not sp.txt2img.controlnet  # the tile ControlNet
+        assert sp.detail.unet is sp.txt2img.unet  # shared, not loaded twice
+    assert calls  # the detail ControlNet ran
+
+
+def test_components_are_shared_between_passes(pipelines):
+    for sp in pipelines.values():
+        for name in ("unet", "vae", "text_encoder", "image_encoder", "controlnet"):
+            assert getattr(sp.img2img, name) is getattr(sp.txt2img, name)
+
+
+def test_safety_checker_flags(pipelines):
+    sp = pipelines["sd15"]
+    images = sp.run(_job(num_outputs=2))
+    assert sp.flag_unsafe(images) == [False, False]
+    weights = sp.safety_checker.concept_embeds_weights
+    saved = weights.detach().clone()
+    try:
+        with torch.no_grad():
+            weights.fill_(-2.0)  # any cosine similarity now exceeds the thresholds
+        assert sp.flag_unsafe(images) == [True, True]
+    finally:
+        with torch.no_grad():
+            weights.copy_(saved)
+
+
+def test_ip_adapter_bin_and_safetensors_load_alike(root, pipelines):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    ours = pipelines["sd15"].txt2img
+    other = StableDiffusionControlNetPipeline(**{**ours.components, "unet": _fresh_unet(root)})
+    other.load_ip_adapter(str(root / "ip_adapter"), subfolder="models", weight_name="ip-adapter_sd15.bin",
+                          image_encoder_folder=None, local_files_only=True)
+    a = {k: v for k, v in ours.unet.state_dict().items() if "_ip" in k or "encoder_hid_proj" in k}
+    b = {k: v for k, v in other.unet.state_dict().items() if "_ip" in k or "encoder_hid_proj" in k}
+    assert a.keys() == b.keys() and len(a) > 30
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _fresh_unet(root):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(root / FAMILIES["sd15"].base, subfolder="unet", variant="fp16")
