@@ -87,7 +87,7 @@ def _stream_fps(stream: av.video.stream.VideoStream) -> Fraction | None:
 
 def _rotation(frame: av.VideoFrame) -> int:
     """Counter-clockwise display rotation in degrees, a multiple of 90 in [0, 360)."""
-    return int(round(frame.rotation / 90.0)) % 4 * 90
+    return round(frame.rotation / 90.0) % 4 * 90
 
 
 def _upright_rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -136,7 +136,11 @@ def probe(path: str | Path) -> VideoInfo:
         else:
             duration = frame_count / float(fps) if fps else 0.0
         if fps is None:
-            fps = Fraction(frame_count, 1) / Fraction(duration).limit_denominator(1000) if duration else Fraction(1)
+            fps = (
+                Fraction(frame_count, 1) / Fraction(duration).limit_denominator(1000)
+                if duration
+                else Fraction(1)
+            )
     return VideoInfo(
         width=width,
         height=height,
@@ -178,15 +182,23 @@ def read_frames(
         tick = 0
         emitted = 0
         start_time: float | None = None
-        held: tuple[float, np.ndarray] | None = None
+        end_time = 0.0
+        # The frame on screen: [source time, decoded frame, its RGB array once converted]. Conversion waits
+        # until a tick is really yielded, so dropped and skipped frames cost only their decode.
+        held: list | None = None
+        out_fps = fps / (skip + 1)
 
-        def emit(source_time: float, image: np.ndarray) -> Iterator[VideoFrame]:
+        def advance() -> Iterator[VideoFrame]:
             nonlocal tick, emitted
             if tick % (skip + 1) == 0:
-                out_fps = fps / (skip + 1)
-                yield VideoFrame(emitted, emitted / float(out_fps), source_time, image)
+                if held[2] is None:
+                    held[2] = _upright_rgb(held[1])
+                yield VideoFrame(emitted, emitted / float(out_fps), held[0], held[2])
                 emitted += 1
             tick += 1
+
+        def done() -> bool:
+            return max_frames is not None and emitted >= max_frames
 
         for decoded_index, frame in enumerate(_decode(container, stream)):
             time = _frame_time(frame, stream, decoded_index, fps)
@@ -196,14 +208,24 @@ def read_frames(
             # Every tick before this frame's own tick shows the frame held so far; within one tick the
             # latest frame wins.
             while held is not None and tick < frame_tick:
-                yield from emit(*held)
-                if max_frames is not None and emitted >= max_frames:
+                yield from advance()
+                if done():
                     return
-            held = (time - start_time, _upright_rgb(frame))
+            held = [time - start_time, frame, None]
+            end_time = time - start_time + _frame_duration(frame, stream)
         if start_time is None:
             raise InputError("The video has no frames. Upload a video with at least one frame.")
-        if held is not None and (max_frames is None or emitted < max_frames):
-            yield from emit(*held)
+        # The last frame stays on screen until the end of its own duration.
+        last_tick = math.ceil(end_time * fps - Fraction(1, 1000))
+        while tick < last_tick and not done():
+            yield from advance()
+
+
+def _frame_duration(frame: av.VideoFrame, stream) -> float:
+    if frame.duration and stream.time_base is not None:
+        return float(frame.duration * stream.time_base)
+    rate = _stream_fps(stream)
+    return 1 / float(rate) if rate else 0.0
 
 
 class VideoWriter:
@@ -230,31 +252,36 @@ class VideoWriter:
             raise ValueError("fps must be positive")
         self.crf = crf
         self.frames_written = 0
-        self._container = av.open(str(self.path), "w", format="mp4")
         self._video = None
-        self._audio_in = None
+        self._audio_in = _open(audio_source) if audio_source is not None else None
         self._audio_frames: Iterator[av.AudioFrame] | None = None
         self._audio_out = None
         self._fifo: av.AudioFifo | None = None
         self._audio_skip = 0
         self._audio_done = 0
-        if audio_source is not None:
-            self._open_audio(Path(audio_source), audio_start)
+        self._container = av.open(str(self.path), "w", format="mp4")
+        if self._audio_in is not None:
+            self._attach_audio(audio_start)
 
-    def _open_audio(self, source: Path, start: float) -> None:
-        container = av.open(str(source))
-        if not container.streams.audio:
-            container.close()
+    def _attach_audio(self, start: float) -> None:
+        if not self._audio_in.streams.audio:
             return
-        in_stream = container.streams.audio[0]
+        in_stream = self._audio_in.streams.audio[0]
         rate = in_stream.codec_context.sample_rate or _AUDIO_RATE_FALLBACK
-        layout = "stereo" if (in_stream.codec_context.channels or 2) >= 2 else "mono"
-        self._audio_in = container
+        layout = "stereo" if in_stream.codec_context.layout.nb_channels >= 2 else "mono"
         self._audio_out = self._container.add_stream("aac", rate=rate, layout=layout)
         self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
         self._fifo = av.AudioFifo()
-        self._audio_frames = container.decode(in_stream)
+        self._audio_frames = self._audio_in.decode(in_stream)
         self._audio_skip = max(0, round(start * rate))
+
+    def _next_audio_frame(self) -> av.AudioFrame | None:
+        """The next decoded source audio frame; a damaged audio track just ends there."""
+        try:
+            return next(self._audio_frames, None)
+        except av.FFmpegError:
+            self._audio_frames = iter(())
+            return None
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -280,7 +307,9 @@ class VideoWriter:
             self._open_video(*rgb.shape[:2])
         height, width = self._video.height, self._video.width
         if rgb.shape[0] - rgb.shape[0] % 2 != height or rgb.shape[1] - rgb.shape[1] % 2 != width:
-            raise ValueError(f"frame size {rgb.shape[1]}x{rgb.shape[0]} differs from the first {width}x{height}")
+            raise ValueError(
+                f"frame size {rgb.shape[1]}x{rgb.shape[0]} differs from the first {width}x{height}"
+            )
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]), format="rgb24")
         frame.pts = self.frames_written
         # The muxer may change the stream's time base once the header is written; frames keep 1/fps.
@@ -303,7 +332,7 @@ class VideoWriter:
             if wanted <= 0 or (wanted < frame_size and not final):
                 return
             while self._fifo.samples < wanted:
-                source = next(self._audio_frames, None)
+                source = self._next_audio_frame()
                 if source is None:
                     break
                 for resampled in self._resampler.resample(source):
@@ -324,14 +353,16 @@ class VideoWriter:
             return
         if self._audio_skip:
             data = frame.to_ndarray()[:, self._audio_skip :]
-            trimmed = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout=frame.layout)
+            trimmed = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(data), format="fltp", layout=frame.layout
+            )
             trimmed.sample_rate = frame.sample_rate
             frame, self._audio_skip = trimmed, 0
         frame.pts = None
         self._fifo.write(frame)
 
     def close(self, flush: bool = True) -> None:
-        """Flush the encoders and finish the file (``flush=False`` after an error: just release it)."""
+        """Flush the encoders and finish the file (``flush=False`` after an error: release and delete it)."""
         if self._container is None:
             return
         try:
@@ -347,3 +378,5 @@ class VideoWriter:
             self._container = None
             if self._audio_in is not None:
                 self._audio_in.close()
+            if not flush:
+                self.path.unlink(missing_ok=True)

@@ -2,9 +2,9 @@
 
 Each released file pickles the tensors of one network as views into a whole shared training buffer, so the
 files are 0.9-3.4 GB although the tensors they hold are far smaller. This step loads each file once (memory
-mapped, so the dead bytes are never read), checks that it is the file it claims to be, copies the tensors out,
-drops the motion modules' ``pos_encoder.pe`` tables (recomputed at build time, as upstream does) and writes one
-compact safetensors file per network. ``setup()`` only ever reads the safetensors.
+mapped, so the dead bytes are never read), checks that it is the file it claims to be, copies the tensors
+out, drops the motion modules' ``pos_encoder.pe`` tables (recomputed at build time, as upstream does) and
+writes one compact safetensors file per network. ``setup()`` only ever reads the safetensors.
 
 Registered in ``weights_manifest.json`` as the conversion ``musepose_compact`` with the function
 ``predictors.musepose.convert:convert_release``.
@@ -78,8 +78,8 @@ def _load(path: Path, spec: Checkpoint) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         raise WeightsError(
-            f"{path} could not be read as a PyTorch checkpoint ({error}); download MusePose's {spec.filename} "
-            "again (see weights_manifest.json for its URL)."
+            f"{path} could not be read as a PyTorch checkpoint ({error}); "
+            f"download MusePose's {spec.filename} again (see weights_manifest.json for its URL)."
         ) from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(

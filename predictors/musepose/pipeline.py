@@ -1,7 +1,7 @@
 """MusePose stage 2 (pose-guided video generation) in plain PyTorch + diffusers.
 
-The semantics are upstream's ``Pose2VideoPipeline`` (TMElyralab/MusePose, ``pipeline_pose2vid_long.py``) driven
-by ``test_stage_2.py``; the differences are only in how the work is scheduled:
+The semantics are upstream's ``Pose2VideoPipeline`` (TMElyralab/MusePose, ``pipeline_pose2vid_long.py``)
+driven by ``test_stage_2.py``; the differences are only in how the work is scheduled:
 - the ReferenceNet runs once, on the conditional row only (upstream also runs an unconditional row whose
   features are never read);
 - reference keys/values are projected once per block instead of once per frame;
@@ -70,6 +70,8 @@ SCHEDULER_KWARGS = {
     "timestep_spacing": "trailing",
 }
 POSE_GUIDER_BLOCKS = (16, 32, 96, 256)
+# The temporal position table has this many rows, so a window cannot be longer.
+MAX_WINDOW = UNET_ADDITIONAL_KWARGS["motion_module_kwargs"]["temporal_position_encoding_max_len"]
 LATENT_SCALE = 0.18215
 VAE_FACTOR = 8
 CLIP_SIZE = (224, 224)
@@ -80,7 +82,7 @@ CLIP_SIZE = (224, 224)
 
 
 def frame_plan(source_frames: int, max_frames: int, skip: int) -> list[int]:
-    """Source indices used: every (skip+1)-th frame, ``min(max_frames, source_frames) // (skip+1)`` of them."""
+    """Source indices used: every (skip+1)-th frame, ``min(max_frames, source_frames) // (skip+1)`` in all."""
     length = min(max_frames, source_frames) // (skip + 1)
     return list(range(0, source_frames, skip + 1))[:length]
 
@@ -131,7 +133,7 @@ class MusePoseModels:
 
 
 def _load_strict(module: torch.nn.Module, *paths: Path) -> None:
-    """Fill a meta-built module from compact safetensors files, then rebuild the non-persistent ``pe`` tables."""
+    """Fill a meta-built module from compact safetensors files, then rebuild the non-persistent pe tables."""
     state = {}
     for path in paths:
         state.update(load_file(str(path)))
@@ -154,8 +156,9 @@ def load_models(
 ) -> MusePoseModels:
     """Build the networks on the meta device and fill them from the compact safetensors (nothing loads twice).
 
-    ``unet_config`` is sd-image-variations' ``unet/config.json``; its weights are not needed, because MusePose's
-    checkpoints replace every UNet tensor. ``vae`` and ``image_encoder`` are diffusers/transformers folders.
+    ``unet_config`` is sd-image-variations' ``unet/config.json``; its weights are not needed, because
+    MusePose's checkpoints replace every UNet tensor. ``vae`` and ``image_encoder`` are diffusers/transformers
+    folders.
     """
     config = json.loads(Path(unet_config).read_text())
     with torch.device("meta"):
@@ -211,7 +214,7 @@ def pad_poses(poses: np.ndarray, window: int, overlap: int) -> np.ndarray:
 
 
 def to_output_frames(frames: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """[n, 3, h, w] in [0, 1] -> uint8 [n, H, W, 3] at ``size`` = (W, H): bilinear, then truncation as upstream."""
+    """[n, 3, h, w] in [0, 1] -> uint8 [n, H, W, 3] at ``size`` (W, H): bilinear, then truncation."""
     width, height = size
     if frames.shape[-2:] != (height, width):
         frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
@@ -220,7 +223,8 @@ def to_output_frames(frames: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 class MusePosePipeline:
     def __init__(self, models: MusePoseModels, device: torch.device, dtype: torch.dtype):
-        self.models = models.to(device, dtype)
+        """``models`` must already be on ``device`` in ``dtype`` (``MusePoseModels.to``)."""
+        self.models = models
         self.device = device
         self.dtype = dtype
         self.recorded = install_reference_writers(models.reference_unet)
@@ -267,7 +271,7 @@ class MusePosePipeline:
     # -- denoising ---------------------------------------------------------------------------------------
 
     def initial_noise(self, frames: int, width: int, height: int, generator: torch.Generator) -> torch.Tensor:
-        """The first draw of ``generator`` (CPU), float32 like upstream's fp32 run, then cast to the model dtype."""
+        """The first draw of ``generator`` (CPU) in float32, as in upstream's fp32 run, in the model dtype."""
         shape = (1, 4, frames, height // VAE_FACTOR, width // VAE_FACTOR)
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
 
@@ -283,8 +287,13 @@ class MusePosePipeline:
         overlap: int,
         generator: torch.Generator,
         on_progress: Callable[[Progress], None] | None = None,
+        reference_features: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Latents [1, 4, N, h, w] for the N (already padded) resized pose frames ``poses`` [N, H, W, 3]."""
+        """Latents [1, 4, N, h, w] for the N (already padded) resized pose frames ``poses`` [N, H, W, 3].
+
+        ``reference_features`` (from ``record_reference``) may be passed to reuse the ReferenceNet's work for
+        several videos of the same reference; by default the ReferenceNet runs once here.
+        """
         frames, height, width = poses.shape[:3]
         latents = self.initial_noise(frames, width, height, generator)
         scheduler = DDIMScheduler(**SCHEDULER_KWARGS)
@@ -296,7 +305,9 @@ class MusePosePipeline:
         if use_cfg:
             context = torch.cat([torch.zeros_like(context), context])
         windows = context_windows(frames, window, overlap)
-        self.bank.load(self.record_reference(encoding), first_half_unconditional=use_cfg)
+        if reference_features is None:
+            reference_features = self.record_reference(encoding)
+        self.bank.load(reference_features, first_half_unconditional=use_cfg)
         try:
             for step, timestep in enumerate(scheduler.timesteps):
                 prediction = torch.zeros((rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype)

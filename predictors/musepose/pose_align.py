@@ -142,7 +142,9 @@ def _hand_ratios(ref: Person, video: Person, *, parity: bool) -> list[float]:
             ref_len = np.linalg.norm(ref.hands[hand, 0] - ref.hands[hand, tip])
             if video_len == 0:
                 continue
-            if not parity and not (ref.hands_visible[hand, [0, tip]].all() and video.hands_visible[hand, [0, tip]].all()):
+            if not parity and not (
+                ref.hands_visible[hand, [0, tip]].all() and video.hands_visible[hand, [0, tip]].all()
+            ):
                 continue
             ratios.append(ref_len / video_len)
     return ratios
@@ -265,5 +267,5 @@ def render_frames(result: AlignResult, *, height: int = OUTPUT_HEIGHT) -> Iterat
     canvas_h = int(video_h * CANVAS_WIDTH / video_w)
     size = output_size(result.ref_size, height)
     for pose in result.poses:
-        canvas = render_pose(pose, canvas_h, CANVAS_WIDTH, style="musepose", upstream_hands=True)
+        canvas = render_pose(pose, canvas_h, CANVAS_WIDTH, style="musepose")
         yield cv2.resize(canvas, size, interpolation=cv2.INTER_LINEAR)

@@ -17,6 +17,8 @@ from PIL import Image
 
 from predictors.common.errors import WeightsError
 from predictors.common.media import resize
+from predictors.nst.colour import match_histogram, recombine_luminance
+from predictors.nst.stylize import to_image, to_tensor
 
 STYLE_SIDE = 256
 CONTENT_SIDE = 384
@@ -67,8 +69,15 @@ class FastStylizer:
         styles: Sequence[Image.Image],
         blend: Sequence[float] | None = None,
         size: tuple[int, int] | None = None,
+        colour: str = "none",
     ) -> Image.Image:
-        """Stylise ``content`` at 384 px (long side), then resize to ``size`` (default: the content size)."""
+        """Stylise ``content`` at 384 px (long side), then resize to ``size`` (default: the content size).
+
+        ``colour`` as in stylize: "histogram" gives the styles the content's colours first, "luminance" keeps
+        the result's luminance with the content's chrominance.
+        """
+        if colour == "histogram":
+            styles = [to_image(match_histogram(to_tensor(style), to_tensor(content))) for style in styles]
         blend = np.asarray(blend if blend is not None else [1.0] * len(styles), dtype=np.float32)
         if len(blend) != len(styles) or (blend < 0).any() or blend.sum() <= 0:
             raise ValueError("blend weights must be one non-negative weight per style, not all zero")
@@ -85,5 +94,10 @@ class FastStylizer:
         output = self.transform.run(
             None, {self._content_input: pixels, self._vector_input: vector.astype(np.float32)}
         )[0][0, :height, :width]
-        image = Image.fromarray((np.clip(output, 0, 1) * 255 + 0.5).astype(np.uint8))
-        return resize(image, size or content.size)
+        image = resize(
+            Image.fromarray((np.clip(output, 0, 1) * 255 + 0.5).astype(np.uint8)), size or content.size
+        )
+        if colour == "luminance":
+            original = to_tensor(resize(content, image.size))
+            image = to_image(recombine_luminance(to_tensor(image), original))
+        return image

@@ -13,7 +13,16 @@ from PIL import Image
 from predictors.common import media, runtime, weights
 from predictors.common.errors import InputError
 from predictors.nst.fast_start import FastStylizer
-from predictors.nst.stylize import CONTENT_LAYER, STYLE_LAYERS, Preview, Settings, Step, iterate
+from predictors.nst.stylize import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    Preview,
+    Settings,
+    Step,
+    iterate,
+    to_image,
+    to_tensor,
+)
 from predictors.nst.vgg import VGGFeatures, read_checkpoint
 
 VGG_DEST = "nst/vgg19-dcbb9e9d.pth"
@@ -27,15 +36,6 @@ MAX_STYLES = 3
 SIDE_MULTIPLE = 16
 
 logger = runtime.get_logger("nst")
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
-
-
-def to_image(tensor: torch.Tensor) -> Image.Image:
-    pixels = tensor[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray((pixels * 255 + 0.5).astype(np.uint8))
 
 
 def parse_blend(text: str, count: int) -> list[float]:
@@ -173,6 +173,12 @@ class Predictor(BasePredictor):
         count = QUALITY_ITERATIONS[quality] if iterations is None else iterations
         width, height = media.fit_size(*content_image.size, max_side=max_side, multiple=SIDE_MULTIPLE)
         content_image = media.resize(content_image, (width, height))
+        # The largest size a style is used at (style_scale x the output); bigger only costs memory.
+        style_side = max(SIDE_MULTIPLE, round(max(width, height) * style_scale))
+        style_images = [
+            media.resize(image, media.fit_size(*image.size, max_side=style_side, multiple=1))
+            for image in style_images
+        ]
 
         def save(image: Image.Image, stem: str) -> Path:
             return Path(self.outputs.save_image(image, stem, output_format, output_quality))
@@ -180,7 +186,9 @@ class Predictor(BasePredictor):
         init_image = None
         if init == "fast":
             started = time.perf_counter()
-            fast = self.fast.stylize(content_image, style_images, blend, size=(width, height))
+            fast = self.fast.stylize(
+                content_image, style_images, blend, size=(width, height), colour=color_preservation
+            )
             logger.info("Fast start (feed-forward) in %.2f s", time.perf_counter() - started)
             if count == 0:
                 yield save(fast, "output")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -90,7 +91,10 @@ def _pipeline_classes(family: str):
     import diffusers
 
     if family == "sdxl":
-        return diffusers.StableDiffusionXLControlNetPipeline, diffusers.StableDiffusionXLControlNetImg2ImgPipeline
+        return (
+            diffusers.StableDiffusionXLControlNetPipeline,
+            diffusers.StableDiffusionXLControlNetImg2ImgPipeline,
+        )
     return diffusers.StableDiffusionControlNetPipeline, diffusers.StableDiffusionControlNetImg2ImgPipeline
 
 
@@ -114,7 +118,9 @@ def make_scheduler(name: str, config):
 def canny_edges(image: Image.Image, low: int, high: int) -> Image.Image:
     """The Canny edge map of ``image`` as a 3-channel image, the control input of the canny ControlNets."""
     if not 0 <= low < high <= 255:
-        raise InputError(f"The Canny thresholds must satisfy 0 <= low < high <= 255; got low={low}, high={high}.")
+        raise InputError(
+            f"The Canny thresholds must satisfy 0 <= low < high <= 255; got low={low}, high={high}."
+        )
     gray = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY)
     edges = cv2.Canny(gray, low, high)
     return Image.fromarray(np.stack([edges] * 3, axis=-1))
@@ -149,7 +155,6 @@ class Job:
     num_outputs: int = 1
     seed: int = 0
     detail_pass: bool = False
-    control_image: Image.Image | None = field(default=None, repr=False)
 
 
 StepCallback = Callable[[str, int, int], None]
@@ -248,7 +253,9 @@ class StylePipeline:
             raise InputError("At least one style image is needed.")
         weights = [1.0] * len(images) if weights is None else list(weights)
         if len(weights) != len(images):
-            raise InputError(f"Got {len(weights)} style weights for {len(images)} style images; give one each.")
+            raise InputError(
+                f"Got {len(weights)} style weights for {len(images)} style images; give one each."
+            )
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise InputError("Style weights must be zero or positive, with a positive sum.")
         embeddings = [self.style_embedding(image) for image in images]
@@ -276,7 +283,7 @@ class StylePipeline:
     def call_arguments(self, job: Job) -> dict:
         """The keyword arguments of the diffusers call for the main pass (shared by stock comparisons)."""
         width, height = job.content.size
-        control = job.control_image or canny_edges(job.content, job.canny_low, job.canny_high)
+        control = canny_edges(job.content, job.canny_low, job.canny_high)
         arguments = {
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt or None,
@@ -294,7 +301,7 @@ class StylePipeline:
         return arguments
 
     def prepare(self, job: Job):
-        """Select the pipeline for ``job``, give it a fresh scheduler and the adapter scales of its style mode."""
+        """Pick the pipeline for ``job``, with a fresh scheduler and the adapter scales of its style mode."""
         if job.style_mode not in STYLE_MODES:
             raise InputError(f"Unknown style mode {job.style_mode!r}; use one of {', '.join(STYLE_MODES)}.")
         if not 0.0 < job.denoise <= 1.0:
@@ -330,16 +337,19 @@ class StylePipeline:
         if self.family.tile is not None:
             control = images
         else:
-            control = [job.control_image or canny_edges(job.content, job.canny_low, job.canny_high)] * count
+            control = [canny_edges(job.content, job.canny_low, job.canny_high)] * count
         # One [negative, positive] pair per output: the batch here is the outputs, not one prompt.
-        batch_embeds = [torch.cat([half.repeat(count, 1, 1) for half in embed.chunk(embed.shape[0])]) for embed in embeds]
+        batch_embeds = [
+            torch.cat([half.repeat(count, 1, 1) for half in embed.chunk(embed.shape[0])]) for embed in embeds
+        ]
         return self.detail(
             prompt=[job.prompt] * count,
             negative_prompt=[job.negative_prompt] * count if job.negative_prompt else None,
             image=images,
             control_image=control,
             strength=DETAIL_STRENGTH,
-            num_inference_steps=job.steps,
+            # img2img runs int(steps * strength) steps: keep at least one.
+            num_inference_steps=max(job.steps, math.ceil(1 / DETAIL_STRENGTH)),
             guidance_scale=job.guidance,
             controlnet_conditioning_scale=1.0 if self.family.tile is not None else job.structure_strength,
             height=height,
@@ -366,7 +376,8 @@ def _load_base(pipeline_cls, base_dir: Path, custom_base, parts: dict, common: d
     custom = Path(custom_base)
     if custom.is_dir():
         # A user's folder may hold the fp16 variant files or only the full-precision ones.
-        variant = "fp16" if any(custom.glob("unet/*.fp16.*")) else None
+        has_fp16 = (custom / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+        variant = "fp16" if has_fp16 else None
         return pipeline_cls.from_pretrained(custom, **parts, **{**common, "variant": variant})
     if custom.is_file() and custom.suffix == ".safetensors":
         log.info("loading the base model from the single-file checkpoint %s", custom)

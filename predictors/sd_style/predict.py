@@ -33,7 +33,9 @@ def parse_weights(text: str, count: int) -> list[float]:
     try:
         values = [float(part) for part in text.split(",")]
     except ValueError:
-        raise InputError(f"style_weights must be comma-separated numbers such as '1,0.5', got {text!r}.") from None
+        raise InputError(
+            f"style_weights must be comma-separated numbers such as '1,0.5', got {text!r}."
+        ) from None
     if len(values) != count:
         raise InputError(f"style_weights has {len(values)} value(s) but {count} style image(s) were given.")
     if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
@@ -44,7 +46,7 @@ def parse_weights(text: str, count: int) -> list[float]:
 def output_size(
     width: int, height: int, *, max_side: int | None, megapixels: float | None, default_side: int
 ) -> tuple[int, int]:
-    """Scale (up or down) to the requested long side and/or pixel count, keeping aspect, sides multiples of 8."""
+    """Scale (up or down) to the requested long side and/or pixel count; aspect kept, sides multiples of 8."""
     scales = []
     if max_side is not None:
         scales.append(max_side / max(width, height))
@@ -82,7 +84,9 @@ def custom_checkpoint() -> LocalPath | None:
             try:
                 download.fetch(value, dest, sha256=None, size=None)
             except (download.TransferError, download.ChecksumError) as error:
-                raise WeightsError(f"The custom checkpoint at {value} (COG_WEIGHTS) could not be downloaded: {error}.")
+                raise WeightsError(
+                    f"The custom checkpoint at {value} (COG_WEIGHTS) could not be downloaded: {error}."
+                ) from None
         return dest
     path = LocalPath(value)
     if not path.exists():
@@ -110,15 +114,17 @@ class Predictor(BasePredictor):
         self,
         image: Path = Input(description="The content image: its structure (Canny edges) is kept."),  # noqa: B008
         style_image: Path = Input(description="The style image: its look is transferred."),  # noqa: B008
-        style_image_2: Path | None = Input(description="An optional second style image to blend in.", default=None),  # noqa: B008
-        style_image_3: Path | None = Input(description="An optional third style image to blend in.", default=None),  # noqa: B008
+        style_image_2: Path | None = Input(description="An optional second style image.", default=None),  # noqa: B008
+        style_image_3: Path | None = Input(description="An optional third style image.", default=None),  # noqa: B008
         style_weights: str = Input(
             description="Blend weights of style_image, style_image_2, style_image_3 in that order, "
             "comma-separated (e.g. '1,0.5'). Empty: equal weights.",
             default="",
         ),
         prompt: str = Input(description="Optional text describing the output; not needed.", default=""),
-        negative_prompt: str = Input(description="What the output should not show.", default=DEFAULT_NEGATIVE),
+        negative_prompt: str = Input(
+            description="What the output should not show.", default=DEFAULT_NEGATIVE
+        ),
         style_strength: float = Input(
             description="IP-Adapter scale on the layers the style mode selects.", default=1.0, ge=0.0, le=2.0
         ),
@@ -165,7 +171,9 @@ class Predictor(BasePredictor):
             description="Add a short detail pass (tile ControlNet on SD1.5; the Canny ControlNet on SDXL).",
             default=False,
         ),
-        output_format: str = Input(description="Image format.", default="webp", choices=["webp", "jpg", "png"]),
+        output_format: str = Input(
+            description="Image format.", default="webp", choices=["webp", "jpg", "png"]
+        ),
         output_quality: int = Input(description="Quality of webp/jpg outputs.", default=90, ge=1, le=100),
         disable_safety_checker: bool = Input(
             description="Skip the safety checker (outputs it flags are otherwise withheld).", default=False
@@ -209,7 +217,10 @@ class Predictor(BasePredictor):
             images = self.pipeline.run(job, on_step=self._log_step)
         if not disable_safety_checker:
             images = self._withhold_flagged(images)
-        return [Path(self.outputs.save_image(img, f"sd-style-{seed}", output_format, output_quality)) for img in images]
+        return [
+            Path(self.outputs.save_image(img, f"sd-style-{seed}", output_format, output_quality))
+            for img in images
+        ]
 
     def _log_step(self, stage: str, step: int, total: int) -> None:
         logger.info("%s pass: step %d/%d", stage, step, total)
@@ -222,7 +233,7 @@ class Predictor(BasePredictor):
         kept = [image for image, flagged in zip(images, flags, strict=True) if not flagged]
         if not kept:
             raise InputError(
-                f"All {len(images)} output(s) were flagged as possibly NSFW by the safety checker and withheld. "
-                "Try another seed, prompt or style image, or set disable_safety_checker."
+                f"All {len(images)} output(s) were flagged as possibly NSFW by the safety checker and "
+                "withheld. Try another seed, prompt or style image, or set disable_safety_checker."
             )
         return kept

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from predictors.common.dwpose import Pose, Wholebody, to_openpose
+from predictors.common.dwpose import Pose, Wholebody, render_pose, to_openpose
 from predictors.common.dwpose.detector import decode, detect, letterbox
 from predictors.common.dwpose.estimator import PoseEstimator, box_center_scale
 
@@ -60,9 +60,10 @@ def test_detector_decode_and_both_rule_sets(golden, name):
     folder, expected, image = golden
     case = expected[name]
     session = _session(folder / "models" / case["detector"])
-    tensor, ratio = letterbox(image[..., ::-1])
+    tensor, ratio = letterbox(image)
     assert ratio == pytest.approx(case["letterbox_ratio"])
-    boxes, scores = decode(session.run(None, {"images": tensor[None]})[0][0], ratio)
+    anchors, boxes, scores = decode(session.run(None, {"images": tensor[None]})[0][0], ratio)
+    assert anchors.tolist() == list(range(8400))
 
     nonzero = np.flatnonzero((scores > 0).any(axis=1))
     assert sorted(nonzero.tolist()) == sorted(c["anchor"] for c in case["candidates"])
@@ -74,7 +75,9 @@ def test_detector_decode_and_both_rule_sets(golden, name):
 
     image_in = _scenario_input(name, image)
     onnx_rules = case["onnx_rules"]
-    _assert_detections(detect(session, image_in, "controlnet"), onnx_rules["final_boxes"], onnx_rules["final_scores"])
+    _assert_detections(
+        detect(session, image_in, "controlnet"), onnx_rules["final_boxes"], onnx_rules["final_scores"]
+    )
     muse = case["musepose_rules_derived"]
     _assert_detections(detect(session, image_in, "musepose"), muse["final_boxes"], muse["final_scores"])
 
@@ -93,7 +96,9 @@ def test_pose_decode(golden, name, batch, tmp_path):
     result = model(image_in)
     want = case["pose_onnx_rules"]
 
-    for box, center, scale in zip(want["boxes_used"], want["center"], want["scale_after_aspect_fix"], strict=True):
+    for box, center, scale in zip(
+        want["boxes_used"], want["center"], want["scale_after_aspect_fix"], strict=True
+    ):
         got_center, got_scale = box_center_scale(np.asarray(box), aspect=288 / 384)
         np.testing.assert_allclose(got_center, center, atol=BOX_TOL, rtol=0)
         np.testing.assert_allclose(got_scale, scale, atol=BOX_TOL, rtol=0)
@@ -102,7 +107,9 @@ def test_pose_decode(golden, name, batch, tmp_path):
 
     keypoints, scores = result.openpose()
     np.testing.assert_allclose(keypoints, want["keypoints_134_openpose_px"], atol=KEYPOINT_TOL, rtol=0)
-    np.testing.assert_array_equal(scores.astype(np.float32), np.asarray(want["scores_134_openpose"], np.float32))
+    np.testing.assert_array_equal(
+        scores.astype(np.float32), np.asarray(want["scores_134_openpose"], np.float32)
+    )
 
     pose = result.pose()
     height, width = image.shape[:2]
@@ -128,8 +135,10 @@ def test_pose_decode_on_musepose_boxes(golden, name):
 
 def test_probe_sees_rgb_channel_order(golden):
     """The probe's keypoints land on the brightest spot of normalised channel 0: red with RGB input."""
-    folder, expected, image = golden
-    model = Wholebody(folder / "models/yolox_l.onnx", folder / "models/dw-ll_ucoco_384_probe.onnx", rules="controlnet")
+    folder, _, image = golden
+    model = Wholebody(
+        folder / "models/yolox_l.onnx", folder / "models/dw-ll_ucoco_384_probe.onnx", rules="controlnet"
+    )
     red = model(image).keypoints[0, 0]
     grey = model(np.ascontiguousarray(image[..., ::-1])).keypoints[0, 0]
     assert np.linalg.norm(red - [249.9, 299.7]) < 1.0
@@ -152,9 +161,13 @@ def test_tiny_standins_have_the_real_io(golden, tmp_path, dynamic):
     pose = _session(tmp_path / part.POSE_DEST)
     assert signature(detector, "inputs") == io["detector"]["inputs"]
     assert signature(detector, "outputs") == io["detector"]["outputs"]
-    want_pose = io["pose"] if dynamic else {
-        kind: [[n, t, [1, *shape[1:]]] for n, t, shape in values] for kind, values in io["pose"].items()
-    }
+    want_pose = (
+        io["pose"]
+        if dynamic
+        else {
+            kind: [[n, t, [1, *shape[1:]]] for n, t, shape in values] for kind, values in io["pose"].items()
+        }
+    )
     assert signature(pose, "inputs") == want_pose["inputs"]
     assert signature(pose, "outputs") == want_pose["outputs"]
 
@@ -168,3 +181,14 @@ def test_openpose_conversion_matches_on_every_scenario(golden):
         np.testing.assert_allclose(scores, want["scores_134_openpose"], atol=1e-7, rtol=0)
         pose = Pose.from_openpose(keypoints, scores, 600, 800)
         np.testing.assert_array_equal(pose.subset, want["pose_dict_normalised"]["bodies"]["subset"])
+
+
+@pytest.mark.parametrize("name", ["canonical", "decoy_detector"])
+def test_controlnet_rendering(golden, name):
+    """ControlNet's own canvas for the decoded pose: standard colours, stick width 4, face drawn."""
+    folder, expected, image = golden
+    pose = Pose.from_dict(expected[name]["pose_onnx_rules"]["pose_dict_normalised"])
+    canvas = render_pose(pose, *image.shape[:2], style="controlnet")
+    want = cv2.cvtColor(cv2.imread(str(folder / f"controlnet_canvas_{name}.png")), cv2.COLOR_BGR2RGB)
+    assert canvas.shape == want.shape
+    assert int((canvas != want).any(axis=-1).sum()) == 0

@@ -27,10 +27,17 @@ def golden(golden_dir):
     folder = golden_dir / "pose_align"
     dicts = json.loads((folder / "inputs/pose_dicts.json").read_text())
     expected = {
-        name: np.load(folder / f"expected/aligned_{name}.npy") for name in ("body", "subset", "hands", "faces")
+        name: np.load(folder / f"expected/aligned_{name}.npy")
+        for name in ("body", "subset", "hands", "faces")
     }
     summary = json.loads((folder / "expected/summary.json").read_text())
-    return folder, Pose.from_dict(dicts["reference"]), [Pose.from_dict(f) for f in dicts["frames"]], expected, summary
+    return (
+        folder,
+        Pose.from_dict(dicts["reference"]),
+        [Pose.from_dict(f) for f in dicts["frames"]],
+        expected,
+        summary,
+    )
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["parity", "fixed"])
@@ -96,3 +103,25 @@ def test_canvas_as_drawn_and_palette(golden, aligned):
 def canvas_at(pose, point):
     canvas = render_pose(pose, 576, 1024, style="musepose")
     return canvas[int(point[1]), int(point[0])]
+
+
+def test_pose_video_properties(golden, tmp_path):
+    """The aligned pose video: same size, frame count, rate, codec and pixel format as upstream's."""
+    import av
+
+    from predictors.common.video import VideoWriter, probe
+
+    folder, reference, frames, _, summary = golden
+    result = align_poses(reference, frames, REF_SIZE, VIDEO_SIZE)
+    info = probe(folder / "inputs/dance.mp4")
+    out = tmp_path / "aligned_pose.mp4"
+    with VideoWriter(out, info.fps) as writer:
+        for frame in render_frames(result):
+            writer.write(frame)
+    want = summary["output_video"]
+    got = probe(out)
+    assert (got.width, got.height, got.frame_count) == (want["width"], want["height"], want["frames"])
+    assert got.fps == int(want["average_rate"])
+    with av.open(str(out)) as container:
+        codec = container.streams.video[0].codec_context
+        assert (codec.name, codec.pix_fmt) == (want["codec"], want["pix_fmt"])

@@ -168,7 +168,9 @@ def test_fast_preview_only_skips_vgg(predictor, monkeypatch):
         raise AssertionError("VGG19 must not run for a 0-iteration fast preview")
 
     monkeypatch.setattr(predictor, "vgg", no_vgg)
-    (output,) = run(predictor, init="fast", iterations=0, max_side=96, preview_every=5)
+    (output,) = run(
+        predictor, init="fast", iterations=0, max_side=96, preview_every=5, color_preservation="luminance"
+    )
     assert Image.open(output).size == (96, 96)
 
 

@@ -58,7 +58,9 @@ def test_shared_buffer_bytes_are_gone(converted, release):
 
 def test_a_wrong_file_is_refused_with_a_clear_message(release, tmp_path):
     spec = next(spec for spec in CHECKPOINTS if spec.filename == "denoising_unet.pth")
-    with pytest.raises(WeightsError, match=r"not MusePose's denoising_unet\.pth: it holds 682 tensors instead"):
+    with pytest.raises(
+        WeightsError, match=r"not MusePose's denoising_unet\.pth: it holds 682 tensors instead"
+    ):
         convert_file(release / "reference_unet.pth", tmp_path / "out.safetensors", spec)
     assert not (tmp_path / "out.safetensors").exists()
 

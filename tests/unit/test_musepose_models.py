@@ -78,8 +78,12 @@ def test_motion_module_keys_are_the_release_file(full_size_models, reference_fac
 
 
 def test_reference_unet_and_pose_guider_keys_equal_the_release(full_size_models, reference_facts):
-    assert _shapes(full_size_models["reference"].state_dict().items()) == reference_facts["keys"]("reference_unet")
-    assert _shapes(full_size_models["pose_guider"].state_dict().items()) == reference_facts["keys"]("pose_guider")
+    assert _shapes(full_size_models["reference"].state_dict().items()) == reference_facts["keys"](
+        "reference_unet"
+    )
+    assert _shapes(full_size_models["pose_guider"].state_dict().items()) == reference_facts["keys"](
+        "pose_guider"
+    )
 
 
 def test_reference_blocks_pair_like_upstream(full_size_models, reference_facts):
@@ -115,14 +119,16 @@ def _inputs(batch, frames, height, width, seed=1):
     generator = torch.Generator().manual_seed(seed)
     sample = torch.randn(batch, 4, frames, height, width, generator=generator)
     context = torch.randn(batch, 1, UNET_CONFIG["cross_attention_dim"], generator=generator)
-    pose = torch.randn(batch, UNET_CONFIG["block_out_channels"][0], frames, height, width, generator=generator)
+    pose = torch.randn(
+        batch, UNET_CONFIG["block_out_channels"][0], frames, height, width, generator=generator
+    )
     return sample, context, pose
 
 
 @pytest.mark.parametrize("size", [(8, 8), (8, 12)])
 def test_spatial_layers_are_the_2d_unet_frame_by_frame(tiny_unets, size):
-    """With the motion modules' output projections zeroed each module is the identity, and the UNet3D must then
-    be exactly diffusers' UNet2D on every frame (pose features added after conv_in); odd sizes included."""
+    """With the motion modules' output projections zeroed each module is the identity, and the UNet3D must
+    then be exactly diffusers' UNet2D on every frame (pose features added after conv_in), odd sizes too."""
     denoising, stock = tiny_unets
     saved = {}
     for name, module in denoising.named_modules():
@@ -138,7 +144,9 @@ def test_spatial_layers_are_the_2d_unet_frame_by_frame(tiny_unets, size):
                 for f in range(3):
                     hook = stock.conv_in.register_forward_hook(lambda m, i, o, p=pose[b : b + 1, :, f]: o + p)
                     try:
-                        frame = stock(sample[b : b + 1, :, f], 500, encoder_hidden_states=context[b : b + 1]).sample
+                        frame = stock(
+                            sample[b : b + 1, :, f], 500, encoder_hidden_states=context[b : b + 1]
+                        ).sample
                     finally:
                         hook.remove()
                     torch.testing.assert_close(ours[b : b + 1, :, f], frame, atol=2e-5, rtol=1e-4)
@@ -185,7 +193,9 @@ def test_reader_attends_over_reference_only_on_the_conditional_half():
         torch.testing.assert_close(out[2:], with_reference, atol=1e-5, rtol=1e-5)
         bank.load({"block": reference}, first_half_unconditional=False)
         all_rows = reader(attention, tokens)
-        torch.testing.assert_close(all_rows[:2], explicit(tokens[:2], torch.cat([tokens[:2], rounded[:2]], 1)))
+        torch.testing.assert_close(
+            all_rows[:2], explicit(tokens[:2], torch.cat([tokens[:2], rounded[:2]], 1))
+        )
         bank.clear()
         torch.testing.assert_close(reader(attention, tokens), explicit(tokens, tokens), atol=1e-5, rtol=1e-5)
 

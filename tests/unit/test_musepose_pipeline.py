@@ -32,8 +32,10 @@ def test_fps_is_floored_after_skip():
     assert output_fps(Fraction(25), 2) == 8
 
 
-@pytest.mark.parametrize(("length", "window", "overlap", "repeats"), [(6, 4, 1, 1), (12, 4, 1, 1), (13, 4, 1, 0), (3, 4, 1, 1),
-                                                                      (2, 4, 1, 2), (1, 4, 1, 0), (50, 48, 4, 42)])
+@pytest.mark.parametrize(
+    ("length", "window", "overlap", "repeats"),
+    [(6, 4, 1, 1), (12, 4, 1, 1), (13, 4, 1, 0), (3, 4, 1, 1), (2, 4, 1, 2), (1, 4, 1, 0), (50, 48, 4, 42)],
+)
 def test_padding_repeats(length, window, overlap, repeats):
     assert padding_repeats(length, window, overlap) == repeats
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from predictors.nst.colour import rgb_to_yiq
 from predictors.nst.fast_start import FastStylizer
+from predictors.nst.stylize import to_tensor
 from tests.conftest import REPO_ROOT
 from tools.tiny_weights.vgg19 import magenta_model_dir
 
@@ -60,3 +62,17 @@ def test_style_vector_shape(fast, style):
     assert fast.style_vector(style).shape == (1, 1, 1, 100)
     with pytest.raises(ValueError, match="one non-negative weight per style"):
         fast.stylize(style, [style], [1, 1])
+
+
+def test_colour_preservation_modes(fast, content, style):
+    plain = to_tensor(fast.stylize(content, [style]))
+    kept = to_tensor(fast.stylize(content, [style], colour="luminance"))
+    original = rgb_to_yiq(to_tensor(content))[:, 1:]
+    # Luminance mode: the content's chrominance (I, Q) up to 8-bit rounding and clamping.
+    assert (rgb_to_yiq(kept)[:, 1:] - original).abs().mean() < 0.01
+    assert (rgb_to_yiq(plain)[:, 1:] - original).abs().mean() > 0.03
+    matched = to_tensor(fast.stylize(content, [style], colour="histogram"))
+    content_mean = to_tensor(content).mean((0, 2, 3))
+    assert (matched.mean((0, 2, 3)) - content_mean).abs().sum() < (
+        plain.mean((0, 2, 3)) - content_mean
+    ).abs().sum()

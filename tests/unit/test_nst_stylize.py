@@ -80,6 +80,16 @@ def test_gram_is_a_mean_over_positions_and_channels(vgg, style):
     assert torch.allclose(gram_matrix(small), flat @ flat.T / flat.numel())
 
 
+def test_gram_backward_matches_autograd():
+    features = torch.rand(1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gram_matrix, (features,))
+    weights = torch.rand(3, 3, dtype=torch.float64)
+    (gram_matrix(features) * weights).sum().backward()
+    flat = features.detach().reshape(3, -1).clone().requires_grad_(True)
+    (flat @ flat.T / flat.numel() * weights).sum().backward()
+    assert torch.allclose(features.grad.reshape(3, -1), flat.grad)
+
+
 def test_tv_loss_known_values():
     assert float(tv_loss(torch.full((1, 3, 8, 8), 0.3))) == 0.0
     stripes = torch.zeros(1, 3, 8, 8)
@@ -135,6 +145,8 @@ def test_schedule_octaves_from_about_256_with_fewer_iterations_on_top():
     # Halving stops at a quarter of the coarse count.
     assert [s.iterations for s in big] == [300, 150, 75, 75]
     assert [s.width for s in build_schedule(512, 256, 10)] == [256, 512]
+    # A thin strip gets fewer octaves so that no scale is thinner than 16 px.
+    assert [(s.width, s.height) for s in build_schedule(2048, 32, 10)] == [(1024, 16), (2048, 32)]
 
 
 def test_lbfgs_history_shrinks_at_high_resolution():

@@ -22,7 +22,9 @@ TEMPLATE = np.array([
     (-0.08, 0.5), (-0.09, 0.72), (-0.1, 0.95), (0.08, 0.5), (0.09, 0.72), (0.1, 0.95),
     (-0.03, -0.02), (0.03, -0.02), (-0.06, 0.0), (0.06, 0.0),
 ])  # fmt: skip
-FINGERS = np.array([(0, 0)] + [(dx, dy) for dx in (-0.02, -0.01, 0, 0.01, 0.02) for dy in (0.02, 0.03, 0.04, 0.05)])
+FINGERS = np.array(
+    [(0, 0)] + [(dx, dy) for dx in (-0.02, -0.01, 0, 0.01, 0.02) for dy in (0.02, 0.03, 0.04, 0.05)]
+)
 
 
 def person(size, centre_x, top, image=VIDEO):
@@ -59,7 +61,7 @@ def _align(reference, frames, parity):
 
 
 def test_default_equals_parity_on_sound_input(clean):
-    reference, frames = clean
+    _, frames = clean
     upstream, fixed = _align(*clean, parity=True), _align(*clean, parity=False)
     assert upstream.scales == fixed.scales
     for a, b in zip(upstream.poses, fixed.poses, strict=True):

@@ -1,4 +1,4 @@
-"""The models our loader builds from the REAL configs match the reference key/shape facts (meta tensors only)."""
+"""Models built from the REAL configs match the reference key/shape facts (meta tensors only)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _meta_unet(reference_dir, family):
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_real_adapter_shapes_load_into_the_real_unet(reference_dir, family):
-    """diffusers' own IP-Adapter loader accepts the exact key/shape map of the file we load, on the real UNet."""
+    """diffusers' IP-Adapter loader accepts the exact key/shape map of the file we load, on the real UNet."""
     unet = _meta_unet(reference_dir, family)
     spec = _read(reference_dir, f"ip_adapter_specs/{REAL[family]['adapter']}")
     state = {

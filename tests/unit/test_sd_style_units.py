@@ -66,7 +66,12 @@ def test_image_digest_depends_on_pixels_only():
 
 
 def test_schedulers_build_from_the_base_config():
-    config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
+    config = {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+    }
     kinds = {name: type(make_scheduler(name, config)).__name__ for name in SCHEDULERS}
     assert kinds == {
         "DPM++ 2M Karras": "DPMSolverMultistepScheduler",
@@ -75,7 +80,11 @@ def test_schedulers_build_from_the_base_config():
         "DDIM": "DDIMScheduler",
     }
     dpm = make_scheduler("DPM++ 2M Karras", config)
-    assert dpm.config.use_karras_sigmas and dpm.config.algorithm_type == "dpmsolver++" and dpm.config.solver_order == 2
+    assert (
+        dpm.config.use_karras_sigmas
+        and dpm.config.algorithm_type == "dpmsolver++"
+        and dpm.config.solver_order == 2
+    )
 
 
 def test_tiny_tokenizer_is_a_working_clip_bpe(tmp_path):

@@ -2,8 +2,8 @@
 
 Each *part* is a module of this package with a function ``write(root: Path, seed: int) -> None`` that writes
 its files under ``root`` with the real file names, key names and configs, only with small widths and depths.
-``build(["vgg19", ...])`` writes the parts into one root, then writes a ``weights_manifest.json`` there: a copy
-of the real manifest's entries for exactly the files written, with their tiny sha256 and size. Pointing
+``build(["vgg19", ...])`` writes the parts into one root, then writes a ``weights_manifest.json`` there: a
+copy of the real manifest's entries for exactly the files written, with their tiny sha256 and size. Pointing
 ``WEIGHTS_DIR`` and ``TRIPTYCH_MANIFEST`` at the root makes ``predictors.common.weights`` resolve, verify and
 load the tiny files through the same code path as the real ones. A file that the real manifest does not list
 fails the build: the tiny layout may not drift from the real one.

@@ -5,7 +5,7 @@ The detector outputs a constant anchor table holding one standing person; the po
 constant SimCC vectors with one peak per keypoint, laid out as a standing person inside the crop. Both
 read their input (times zero) so that ONNX Runtime runs a real graph on it. The pose network comes with a
 dynamic batch axis (``batch``, the default) or a fixed batch of 1; ``extra_gflops`` adds a convolution
-stack of about that cost per crop whose result is multiplied by zero, to benchmark batching at a
+pyramid of about that cost per crop whose result is multiplied by zero, to benchmark batching at a
 realistic network cost.
 """
 
@@ -66,7 +66,9 @@ _INPUT_HW = {"images": (640, 640), "input": (384, 288)}
 def _zero_of(input_name: str, prefix: str, nodes: list, inits: list, rank: int) -> str:
     """Nodes computing ``0 * mean(input)`` shaped [N, 1, ..., 1] of ``rank`` dims (keeps the input used)."""
     nodes.append(helper.make_node("ReduceMean", [input_name], [f"{prefix}_mean"], axes=[1, 2, 3], keepdims=1))
-    inits.append(numpy_helper.from_array(np.array([-1] + [1] * (rank - 1), dtype=np.int64), f"{prefix}_shape"))
+    inits.append(
+        numpy_helper.from_array(np.array([-1] + [1] * (rank - 1), dtype=np.int64), f"{prefix}_shape")
+    )
     nodes.append(helper.make_node("Reshape", [f"{prefix}_mean", f"{prefix}_shape"], [f"{prefix}_flat"]))
     inits.append(numpy_helper.from_array(np.zeros((), dtype=np.float32), f"{prefix}_zero"))
     nodes.append(helper.make_node("Mul", [f"{prefix}_flat", f"{prefix}_zero"], [f"{prefix}_out"]))
@@ -119,21 +121,38 @@ def simcc_tables(peak_x: float = 0.9, peak_y: float = 0.8) -> tuple[np.ndarray, 
 
 
 def _cost_stack(nodes: list, inits: list, gflops: float, rng: np.random.Generator) -> str:
-    """Conv stem (stride 4) and 3x3 64-channel convs at 96x72 until ``gflops`` per crop; -> [N,1,1] zero."""
-    channels, area = 64, 96 * 72
-    per_layer = 2 * channels * channels * 9 * area / 1e9
-    layers = max(1, round(gflops / per_layer))
-    inits.append(numpy_helper.from_array(rng.normal(0, 0.1, (channels, 3, 4, 4)).astype(np.float32), "stem_w"))
-    nodes.append(helper.make_node("Conv", ["input", "stem_w"], ["feat0"], strides=[4, 4]))
-    for i in range(layers):
-        weight = rng.normal(0, 0.05, (channels, channels, 3, 3)).astype(np.float32)
-        inits.append(numpy_helper.from_array(weight, f"conv{i}_w"))
-        nodes.append(helper.make_node("Conv", [f"feat{i}", f"conv{i}_w"], [f"conv{i}"], pads=[1, 1, 1, 1]))
-        nodes.append(helper.make_node("Relu", [f"conv{i}"], [f"feat{i + 1}"]))
-    return _zero_of(f"feat{layers}", "cost", nodes, inits, rank=3)
+    """A backbone-shaped convolution pyramid of about ``gflops`` per crop; -> [N,1,1] zeros.
+
+    Like the real CSPNeXt backbone, width doubles as resolution halves: 3x3 convs at stride 4, 8, 16 and 32
+    with 64, 128, 256 and 512 channels (about 0.5 GFLOPs each at every stage), so late stages work on few
+    pixels with many channels, where a batch of one keeps the hardware least busy."""
+    per_conv = 2 * 64 * 64 * 9 * 96 * 72 / 1e9
+    per_stage = max(1, round(gflops / per_conv / 4))
+
+    def conv(name: str, source: str, c_in: int, c_out: int, stride: int, kernel: int = 3) -> str:
+        weight = rng.normal(0, (2.0 / (c_in * kernel * kernel)) ** 0.5, (c_out, c_in, kernel, kernel))
+        inits.append(numpy_helper.from_array(weight.astype(np.float32), f"{name}_w"))
+        pad = (kernel - 1) // 2
+        nodes.append(
+            helper.make_node("Conv", [source, f"{name}_w"], [name], strides=[stride, stride], pads=[pad] * 4)
+        )
+        nodes.append(helper.make_node("Relu", [name], [f"{name}_relu"]))
+        return f"{name}_relu"
+
+    features = conv("stem", "input", 3, 64, stride=4, kernel=5)
+    channels = 64
+    for stage in range(4):
+        if stage:
+            features = conv(f"down{stage}", features, channels, channels * 2, stride=2)
+            channels *= 2
+        for i in range(per_stage):
+            features = conv(f"stage{stage}_{i}", features, channels, channels, stride=1)
+    return _zero_of(features, "cost", nodes, inits, rank=3)
 
 
-def write_pose_model(path: Path, *, dynamic_batch: bool = True, extra_gflops: float = 0.0, seed: int = 0) -> None:
+def write_pose_model(
+    path: Path, *, dynamic_batch: bool = True, extra_gflops: float = 0.0, seed: int = 0
+) -> None:
     batch = "batch" if dynamic_batch else 1
     simcc_x, simcc_y = simcc_tables()
     nodes = []

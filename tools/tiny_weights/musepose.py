@@ -5,9 +5,9 @@ Writes, under ``musepose/``:
   ``{key: tensor}`` dicts in float16 with the release's key sets (686 / 682 / 16 / 588, the motion modules'
   ``pos_encoder.pe`` tables included). Like the released files, every tensor is a view into one shared buffer,
   so each file carries the whole buffer plus dead bytes; the ``musepose_compact`` conversion strips that.
-- ``sd-image-variations-diffusers/unet/config.json``, ``sd-vae-ft-mse/{config.json,diffusion_pytorch_model.bin}``
-  and ``image_encoder/{config.json,pytorch_model.bin}``: the upstream configs (same keys) with the widths of the
-  table below, and float32 ``.bin`` state dicts.
+- ``sd-image-variations-diffusers/unet/config.json``,
+  ``sd-vae-ft-mse/{config.json,diffusion_pytorch_model.bin}`` and ``image_encoder/{config.json,
+  pytorch_model.bin}``: the upstream configs (same keys) with the widths below, float32 ``.bin`` state dicts.
 
 Only widths and depths shrink: UNet widths 32/64/96/96 (real 320/640/1280/1280) with cross-attention width 32
 (768), VAE widths 32 (128-512), CLIP hidden 32 (1024) with 2 layers (24), patch 32 (14), projection 32 (768).
@@ -36,7 +36,12 @@ UNET_CONFIG = {
     "block_out_channels": [32, 64, 96, 96],
     "center_input_sample": False,
     "cross_attention_dim": 32,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
     "downsample_padding": 1,
     "dual_cross_attention": False,
     "flip_sin_to_cos": True,
@@ -85,6 +90,18 @@ IMAGE_ENCODER_CONFIG = {
     "patch_size": 32,
     "projection_dim": 32,
     "transformers_version": "4.25.1",
+}
+# The real widths (sd-image-variations UNet, sd-vae-ft-mse, CLIP ViT-L/14), for benchmarks on random weights.
+FULL_UNET_CONFIG = {**UNET_CONFIG, "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768}
+FULL_VAE_CONFIG = {**VAE_CONFIG, "block_out_channels": [128, 256, 512, 512]}
+FULL_IMAGE_ENCODER_CONFIG = {
+    **IMAGE_ENCODER_CONFIG,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 24,
+    "patch_size": 14,
+    "projection_dim": 768,
 }
 # Unused bytes after the tensors in the shared buffer, standing in for the release's training state.
 DEAD_ELEMENTS = 1 << 18

@@ -1,8 +1,9 @@
 """Tiny SD1.5 style-transfer weights in the real folder layouts.
 
 Writes, with random weights and shrunk widths/depths but the real block structure, file names and configs:
-- ``sd15/stable-diffusion-v1-5/``: model_index.json, unet, vae, text_encoder, tokenizer (a small BPE vocabulary
-  and merges written here), scheduler, safety_checker, feature_extractor; weights as the ``fp16`` variant files;
+- ``sd15/stable-diffusion-v1-5/``: model_index.json, unet, vae, text_encoder, tokenizer (a small BPE
+  vocabulary and merges written here), scheduler, safety_checker, feature_extractor; weights as the ``fp16``
+  variant files;
 - ``sd15/control_v11p_sd15_canny/`` and ``sd15/control_v11f1e_sd15_tile/``: ControlNets matching the UNet;
 - ``ip_adapter/models/``: ``ip-adapter_sd15.safetensors`` and ``.bin`` (same tensors) and ``image_encoder/``.
 
@@ -27,9 +28,10 @@ BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 # Words the tests and docs prompt with; each becomes a whole token, everything else falls back to bytes.
 WORDS = (
-    "a photo of the cat dog house portrait painting in style oil watercolor sketch city street "
-    "lowres blurry deformed watermark text signature bad anatomy jpeg artifacts ugly , ."
-).split()
+    *("a", "photo", "of", "the", "cat", "dog", "house", "portrait", "painting", "in", "style", "oil"),
+    *("watercolor", "sketch", "city", "street", "lowres", "blurry", "deformed", "watermark", "text"),
+    *("signature", "bad", "anatomy", "jpeg", "artifacts", "ugly", ",", "."),
+)
 
 SCHEDULER_CONFIG = {
     "_class_name": "PNDMScheduler",
@@ -75,7 +77,12 @@ UNET_CONFIG = {
     "block_out_channels": [16, 32, 32, 32],
     "center_input_sample": False,
     "cross_attention_dim": 32,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
     "downsample_padding": 1,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
@@ -139,7 +146,7 @@ IMAGE_ENCODER_CONFIG = {
 
 
 def controlnet_config(unet_config: dict, conditioning_channels: list[int]) -> dict:
-    """A ControlNet config mirroring ``unet_config`` (as the real canny/tile ControlNets mirror their UNet)."""
+    """A ControlNet config mirroring ``unet_config``, as the real canny/tile ControlNets mirror theirs."""
     keep = (
         "act_fn",
         "attention_head_dim",
@@ -169,7 +176,11 @@ def controlnet_config(unet_config: dict, conditioning_channels: list[int]) -> di
 
 def bytes_to_unicode() -> dict[int, str]:
     """The byte -> printable character table of byte-level BPE (GPT-2 / CLIP)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {byte: chr(byte) for byte in printable}
     extra = 0
     for byte in range(256):
@@ -180,7 +191,7 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def clip_bpe(words=WORDS) -> tuple[dict[str, int], list[str]]:
-    """A small CLIP-style BPE: all bytes (+ their end-of-word forms), merges that build ``words``, specials."""
+    """A small CLIP-style BPE: all bytes (and end-of-word forms), merges building ``words``, specials."""
     chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars]
     merges: list[str] = []
@@ -209,7 +220,7 @@ def _added_token(content: str) -> dict:
 
 
 def write_tokenizer(folder: Path, pad_token: str = EOS) -> int:
-    """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json; return the vocab size."""
+    """Write vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json; return the vocab size."""
     vocab, merges = clip_bpe()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
@@ -227,20 +238,22 @@ def write_tokenizer(folder: Path, pad_token: str = EOS) -> int:
         "errors": "replace",
         "model_max_length": 77,
         "tokenizer_class": "CLIPTokenizer",
-        **{key: ({"__type": "AddedToken", **value} if isinstance(value, dict) else value)
-           for key, value in special.items()},
+        **{
+            key: ({"__type": "AddedToken", **value} if isinstance(value, dict) else value)
+            for key, value in special.items()
+        },
     }
     write_json(folder / "tokenizer_config.json", config)
     return len(vocab)
 
 
 def randomize_zero_init(model, seed: int, salt: int) -> None:
-    """Give the zero-initialised layers (ControlNet zero convolutions) random values, as trained weights have."""
+    """Give zero-initialised layers (ControlNet zero convolutions) random values, as trained weights have."""
     seeded(seed, salt)
     with torch.no_grad():
         for parameter in model.parameters():
             if not parameter.any():
-                parameter.normal_(0.0, 0.05)
+                parameter.normal_(0.0, 0.5)
 
 
 def save_fp16_variant(model, folder: Path) -> None:
@@ -254,14 +267,18 @@ def rename_keys(weights_file: Path, rename) -> None:
     from safetensors.torch import load_file
 
     tensors = load_file(weights_file)
-    save_file({rename(key): value for key, value in tensors.items()}, str(weights_file), metadata={"format": "pt"})
+    save_file(
+        {rename(key): value for key, value in tensors.items()}, str(weights_file), metadata={"format": "pt"}
+    )
 
 
 def seeded(seed: int, salt: int) -> None:
     torch.manual_seed(seed * 1000 + salt)
 
 
-def write_text_encoder(folder: Path, config: dict, vocab_size: int, seed: int, salt: int, cls_name: str) -> None:
+def write_text_encoder(
+    folder: Path, config: dict, vocab_size: int, seed: int, salt: int, cls_name: str
+) -> None:
     import transformers
 
     seeded(seed, salt)
@@ -269,7 +286,10 @@ def write_text_encoder(folder: Path, config: dict, vocab_size: int, seed: int, s
     model = getattr(transformers, cls_name)(config_cls(**{**config, "vocab_size": vocab_size}))
     save_fp16_variant(model, folder)
     if cls_name == "CLIPTextModel":
-        rename_keys(folder / "model.fp16.safetensors", lambda key: key if key.startswith("text_model.") else f"text_model.{key}")
+        rename_keys(
+            folder / "model.fp16.safetensors",
+            lambda key: key if key.startswith("text_model.") else f"text_model.{key}",
+        )
 
 
 def write_image_encoder(root: Path, seed: int) -> None:
@@ -307,7 +327,9 @@ def write_safety_checker(root: Path, seed: int) -> None:
     write_json(root / BASE / "feature_extractor" / "preprocessor_config.json", FEATURE_EXTRACTOR_CONFIG)
 
 
-def ip_adapter_tensors(unet, image_embed_dim: int, seed: int, salt: int) -> dict[str, dict[str, torch.Tensor]]:
+def ip_adapter_tensors(
+    unet, image_embed_dim: int, seed: int, salt: int
+) -> dict[str, dict[str, torch.Tensor]]:
     """IP-Adapter (plain, 4 tokens) tensors for ``unet``, numbered as h94's files number them.
 
     The file numbers every attention processor of the UNet in its module order (1, 3, 5, ...: the odd ids
@@ -352,7 +374,9 @@ def write_ip_adapter(
     folder.mkdir(parents=True, exist_ok=True)
     if with_bin:
         torch.save(tensors, folder / f"{stem}.bin")
-    flat = {f"{group}.{key}": value.contiguous() for group, part in tensors.items() for key, value in part.items()}
+    flat = {
+        f"{group}.{key}": value.contiguous() for group, part in tensors.items() for key, value in part.items()
+    }
     save_file(flat, str(folder / f"{stem}.safetensors"), metadata={"format": "pt"})
 
 
@@ -426,7 +450,9 @@ def _unet_key_to_ldm(key: str, unet_config: dict) -> str:
     block, kind = int(rest[0]), rest[1]
     has_attention = unet_config["up_block_types"][block].startswith("CrossAttn")
     if kind == "upsamplers":
-        return ".".join([f"output_blocks.{per_block * block + per_block - 1}.{2 if has_attention else 1}", *rest[3:]])
+        return ".".join(
+            [f"output_blocks.{per_block * block + per_block - 1}.{2 if has_attention else 1}", *rest[3:]]
+        )
     return _block_key(f"output_blocks.{per_block * block + int(rest[2])}", kind, rest[3:])
 
 

@@ -1,8 +1,8 @@
 """Tiny SDXL style-transfer weights in the real folder layouts.
 
 Writes, with random weights and shrunk widths/depths but the real block structure, file names and configs:
-- ``sdxl/stable-diffusion-xl-base-1.0/``: model_index.json, unet, vae, text_encoder, text_encoder_2, tokenizer,
-  tokenizer_2, scheduler; weights as the ``fp16`` variant files;
+- ``sdxl/stable-diffusion-xl-base-1.0/``: model_index.json, unet, vae, text_encoder, text_encoder_2,
+  tokenizer, tokenizer_2, scheduler; weights as the ``fp16`` variant files;
 - ``sdxl/controlnet-canny-sdxl-1.0/``: a ControlNet matching the UNet;
 - ``ip_adapter/sdxl_models/ip-adapter_sdxl_vit-h.safetensors``;
 - the parts SDXL shares with SD1.5: the ViT-H image encoder and the safety checker (same bytes as the sd15
@@ -94,7 +94,8 @@ UNET_CONFIG = {
     "norm_num_groups": 8,
     "out_channels": 4,
     # Six time ids (original size, crop, target size) plus the pooled text embedding of text_encoder_2.
-    "projection_class_embeddings_input_dim": 6 * ADDITION_TIME_EMBED_DIM + TEXT_ENCODER_2_CONFIG["projection_dim"],
+    "projection_class_embeddings_input_dim": 6 * ADDITION_TIME_EMBED_DIM
+    + TEXT_ENCODER_2_CONFIG["projection_dim"],
     "sample_size": 128,
     "transformer_layers_per_block": [1, 2, 2],
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],

@@ -10,7 +10,13 @@ skeleton rendering.
 
 from predictors.common.dwpose.keypoints import Pose, to_openpose
 from predictors.common.dwpose.render import render_pose
-from predictors.common.dwpose.session import PoseResult, Wholebody, choose_providers, create_session
+from predictors.common.dwpose.session import (
+    PoseResult,
+    Wholebody,
+    choose_providers,
+    create_session,
+    resize_for_detection,
+)
 
 DETECTOR_FILE = "dwpose/yolox_l.onnx"
 POSE_FILE = "dwpose/dw-ll_ucoco_384.onnx"
@@ -24,5 +30,6 @@ __all__ = [
     "choose_providers",
     "create_session",
     "render_pose",
+    "resize_for_detection",
     "to_openpose",
 ]

@@ -25,7 +25,10 @@ import numpy as np
 INPUT_SIZE = 640
 PAD_VALUE = 114
 STRIDES = (8, 16, 32)
+ANCHORS_PER_STRIDE = tuple((INPUT_SIZE // stride) ** 2 for stride in STRIDES)
 PERSON = 0
+# The lowest score either rule set considers (MusePose's 0.01); anchors less objective are skipped early.
+MIN_OBJECTNESS = 0.01
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,15 @@ class Detections:
     scores: np.ndarray  # [N]
 
 
-def letterbox(image_bgr: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float]:
-    """uint8 [H,W,3] -> (float32 [3,size,size] network input, resize ratio r)."""
-    height, width = image_bgr.shape[:2]
+def letterbox(image_rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float]:
+    """uint8 RGB [H,W,3] -> (float32 BGR [3,size,size] network input, resize ratio r)."""
+    height, width = image_rgb.shape[:2]
     ratio = min(size / height, size / width)
     new_w, new_h = int(width * ratio), int(height * ratio)
     padded = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
-    padded[:new_h, :new_w] = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32), ratio
+    padded[:new_h, :new_w] = cv2.resize(image_rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    # Channels are reversed on the small letterbox rather than on the full-size frame: far less to copy.
+    return np.ascontiguousarray(padded.transpose(2, 0, 1)[::-1], dtype=np.float32), ratio
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,17 +63,23 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 _GRID, _GRID_STRIDES = _grid(INPUT_SIZE)
 
 
-def decode(output: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """[8400, 85] network output -> (xyxy boxes in original pixels [8400,4], obj * class scores [8400,80])."""
+def decode(
+    output: np.ndarray, ratio: float, min_objectness: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[8400, 85] network output -> (anchor indices, their xyxy boxes in original pixels [K,4], their
+    obj * class scores [K,80]) for the anchors whose objectness is at least ``min_objectness``. Class
+    probabilities are at most 1, so no anchor below it can score above it."""
+    anchors = np.flatnonzero(output[:, 4] >= min_objectness)
+    rows = output[anchors]
     # float32 throughout, as the network output: the boxes carry the same rounding as DWPose's own decode.
-    centre = ((output[:, :2] + _GRID) * _GRID_STRIDES).astype(np.float32)
-    size = (np.exp(output[:, 2:4]) * _GRID_STRIDES).astype(np.float32)
-    boxes = np.empty((output.shape[0], 4), dtype=np.float32)
+    centre = ((rows[:, :2] + _GRID[anchors]) * _GRID_STRIDES[anchors]).astype(np.float32)
+    size = (np.exp(rows[:, 2:4]) * _GRID_STRIDES[anchors]).astype(np.float32)
+    boxes = np.empty((len(anchors), 4), dtype=np.float32)
     boxes[:, :2] = centre - size / 2.0
     boxes[:, 2:] = centre + size / 2.0
     boxes /= ratio
-    scores = output[:, 4:5] * output[:, 5:]
-    return boxes, scores
+    scores = rows[:, 4:5] * rows[:, 5:]
+    return anchors, boxes, scores
 
 
 def greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, *, plus_one: bool) -> list[int]:
@@ -104,9 +114,7 @@ def multiclass_nms(
         cls_boxes, cls_scores = boxes[mask], scores[mask, cls]
         keep = greedy_nms(cls_boxes, cls_scores, threshold, plus_one=True)
         rows.append(
-            np.concatenate(
-                [cls_boxes[keep], cls_scores[keep, None], np.full((len(keep), 1), cls)], axis=1
-            )
+            np.concatenate([cls_boxes[keep], cls_scores[keep, None], np.full((len(keep), 1), cls)], axis=1)
         )
     return np.concatenate(rows) if rows else np.zeros((0, 6))
 
@@ -144,8 +152,8 @@ RULES = {"controlnet": select_controlnet, "musepose": select_musepose}
 
 def detect(session, image_rgb: np.ndarray, rules: str) -> Detections:
     """Run the detector on one RGB uint8 image and apply ``rules`` ("controlnet" or "musepose")."""
-    tensor, ratio = letterbox(np.ascontiguousarray(image_rgb[..., ::-1]))
+    tensor, ratio = letterbox(image_rgb)
     name = session.get_inputs()[0].name
     output = session.run(None, {name: tensor[None]})[0][0]
-    boxes, scores = decode(output, ratio)
+    _, boxes, scores = decode(output, ratio, min_objectness=MIN_OBJECTNESS)
     return RULES[rules](boxes, scores)

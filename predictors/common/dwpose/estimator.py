@@ -27,6 +27,9 @@ MEAN = np.array([123.675, 116.28, 103.53])
 STD = np.array([58.395, 57.12, 57.375])
 PADDING = 1.25
 SIMCC_SPLIT = 2.0
+# (value - mean) / std for every uint8 value and channel, computed in float64 and rounded once to float32
+# as DWPose does, so that a table lookup gives bit-identical inputs at a fraction of the cost.
+NORMALISED = ((np.arange(256)[None, :] - MEAN[:, None]) / STD[:, None]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,7 @@ def make_crop(image_rgb: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> 
     """Warp one box of an RGB uint8 image into a normalised float32 network input of ``size`` = (w, h)."""
     center, scale = box_center_scale(box, aspect=size[0] / size[1])
     warped = cv2.warpAffine(image_rgb, warp_matrix(center, scale, size), size, flags=cv2.INTER_LINEAR)
-    # Normalised in float64 and then rounded once to float32, as DWPose does: scores stay bit-identical.
-    tensor = ((warped - MEAN) / STD).transpose(2, 0, 1).astype(np.float32)
+    tensor = np.stack([np.take(NORMALISED[channel], warped[..., channel]) for channel in range(3)])
     return Crop(tensor, center, scale)
 
 

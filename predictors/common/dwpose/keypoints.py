@@ -33,11 +33,7 @@ _FACE_FLIP = (
     + [64, 63, 62, 61, 60, 67, 66, 65]
 )
 FLIP_INDICES = np.array(
-    _BODY_FLIP
-    + _FEET_FLIP
-    + [23 + i for i in _FACE_FLIP]
-    + list(range(112, 133))
-    + list(range(91, 112)),
+    _BODY_FLIP + _FEET_FLIP + [23 + i for i in _FACE_FLIP] + list(range(112, 133)) + list(range(91, 112)),
     dtype=np.int64,
 )
 

@@ -127,7 +127,9 @@ def draw_faces(canvas: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def render_pose(pose: Pose, height: int, width: int, *, style: str = "musepose", upstream_hands: bool = False):
+def render_pose(
+    pose: Pose, height: int, width: int, *, style: str = "musepose", upstream_hands: bool = False
+):
     """Draw ``pose`` on a black ``height`` x ``width`` uint8 RGB canvas in ``style`` (see the module doc).
 
     In the ``musepose`` style only the first person is drawn. MusePose itself takes the first two rows of

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -48,6 +49,17 @@ def create_session(path: str | Path, providers: list[str] | None = None, threads
     else:
         logger.info("%s runs on %s", Path(path).name, active[0])
     return session
+
+
+def resize_for_detection(image: np.ndarray, resolution: int = 512) -> np.ndarray:
+    """MusePose's detector-input resize: the short side to ``resolution``, then both sides rounded to a
+    multiple of 64 (Lanczos when enlarging, area averaging when shrinking). Normalised keypoints barely
+    depend on it, but the rounding changes the aspect slightly, and upstream's keypoints carry that."""
+    height, width = image.shape[:2]
+    k = resolution / min(height, width)
+    new_h, new_w = int(np.round(height * k / 64.0)) * 64, int(np.round(width * k / 64.0)) * 64
+    interpolation = cv2.INTER_LANCZOS4 if k > 1 else cv2.INTER_AREA
+    return cv2.resize(image, (new_w, new_h), interpolation=interpolation)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""MusePose's networks: ReferenceNet (a stock diffusers UNet2DConditionModel), the denoising UNet3D with motion
-modules, the pose guider, and the reference-attention processors that connect the two UNets."""
+"""MusePose's networks: ReferenceNet (a stock diffusers UNet2DConditionModel), the denoising UNet3D with
+motion modules, the pose guider, and the reference-attention processors that connect the two UNets."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ __all__ = [
 
 
 def build_reference_unet(unet_config: Mapping) -> UNet2DConditionModel:
-    """The ReferenceNet. Its output is never used (only its blocks' self-attention inputs are), and the released
-    ``reference_unet.pth`` has no ``conv_norm_out``/``conv_out``, so those layers are removed."""
+    """The ReferenceNet. Its output is never used (only its blocks' self-attention inputs are), and the
+    released ``reference_unet.pth`` has no ``conv_norm_out``/``conv_out``, so those layers are removed."""
     unet = UNet2DConditionModel.from_config(spatial_config(unet_config))
     unet.conv_norm_out = None
     unet.conv_act = None

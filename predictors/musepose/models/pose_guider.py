@@ -1,7 +1,8 @@
-"""MusePose's pose guider: a small conv net that maps rendered pose frames to the UNet's first width at 1/8."""
+"""MusePose's pose guider: a small conv net mapping rendered pose frames to the UNet's first width at 1/8."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -12,8 +13,8 @@ from torch import nn
 class PoseGuider(nn.Module):
     """3 -> 16 -> 32 -> 96 -> 256 -> C; each stride-2 conv halves the size. Runs frame by frame.
 
-    Key names equal the released ``pose_guider.pth`` (``conv_in``, ``blocks.0-5``, ``conv_out``); upstream builds
-    the same convs as "inflated" 3-D convs that apply a 2-D kernel to every frame.
+    Key names equal the released ``pose_guider.pth`` (``conv_in``, ``blocks.0-5``, ``conv_out``); upstream
+    builds the same convs as "inflated" 3-D convs that apply a 2-D kernel to every frame.
     """
 
     def __init__(
@@ -25,7 +26,7 @@ class PoseGuider(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(conditioning_channels, block_out_channels[0], kernel_size=3, padding=1)
         blocks = []
-        for channel_in, channel_out in zip(block_out_channels[:-1], block_out_channels[1:], strict=True):
+        for channel_in, channel_out in itertools.pairwise(block_out_channels):
             blocks.append(nn.Conv2d(channel_in, channel_in, kernel_size=3, padding=1))
             blocks.append(nn.Conv2d(channel_in, channel_out, kernel_size=3, padding=1, stride=2))
         self.blocks = nn.ModuleList(blocks)

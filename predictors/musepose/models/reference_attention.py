@@ -3,12 +3,13 @@
 The ReferenceNet runs once on the reference latent. In each of its 16 spatial transformer blocks a
 ``ReferenceWriter`` records the self-attention input (the block's ``norm1`` output). In the denoising UNet the
 block with the same name gets a ``ReferenceReader``: its self-attention uses keys and values from
-``concat(own tokens, reference tokens)``, the reference tokens being the same for every frame. When the batch is
-a classifier-free-guidance pair ``[uncond, cond]`` the unconditional half attends without reference, as upstream.
+``concat(own tokens, reference tokens)``, the reference tokens being the same for every frame. When the batch
+is a classifier-free-guidance pair ``[uncond, cond]`` the unconditional half attends without reference, as
+upstream.
 
-Upstream pairs the blocks by sorting both block lists by decreasing width (a stable sort), which pairs blocks of
-identical names; this module pairs by name directly. Upstream also casts the stored features to float16 before
-use, whatever the model dtype; ``ReferenceBank.load`` does the same so that fp32 runs match it.
+Upstream pairs the blocks by sorting both block lists by decreasing width (a stable sort), which pairs blocks
+of identical names; this module pairs by name directly. Upstream also casts the stored features to float16
+before use, whatever the model dtype; ``ReferenceBank.load`` does the same so that fp32 runs match it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ BANK_DTYPE = torch.float16
 
 
 def reference_block_names(unet: nn.Module) -> list[str]:
-    """The spatial transformer blocks that take part, in upstream's pairing order (width descending, stable)."""
+    """The spatial transformer blocks that take part, in upstream's pairing order (width descending)."""
     blocks = [
         (name, module)
         for name, module in unet.named_modules()

@@ -1,11 +1,11 @@
 """MusePose's denoising UNet: the Stable Diffusion UNet applied frame by frame, plus temporal motion modules.
 
 Upstream's ``UNet3DConditionModel`` is an AnimateDiff UNet: every spatial layer ("inflated" conv, inflated
-group norm, spatial transformer) works on each frame separately, and a motion module after each resnet/attention
-pair attends across the frames of the window. The spatial part is therefore exactly diffusers'
-``UNet2DConditionModel`` run on a ``(batch * frames)`` batch, so this class borrows its layers (same key names
-as the released ``denoising_unet.pth``) and only adds the ``motion_modules`` lists and the forward pass that
-interleaves them.
+group norm, spatial transformer) works on each frame separately, and a motion module after each
+resnet/attention pair attends across the frames of the window. The spatial part is therefore exactly
+diffusers' ``UNet2DConditionModel`` run on a ``(batch * frames)`` batch, so this class borrows its layers
+(same key names as the released ``denoising_unet.pth``) and only adds the ``motion_modules`` lists and the
+forward pass that interleaves them.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _check_supported(kwargs: Mapping) -> None:
 
 
 class DenoisingUNet3D(nn.Module):
-    """``forward(sample [b, 4, f, h, w], t, encoder_hidden_states [b, n, d], pose_cond_fea [b, C, f, h, w])``."""
+    """``forward(sample [b, 4, f, h, w], t, context [b, n, d], pose_cond_fea [b, C, f, h, w])``."""
 
     def __init__(self, unet_config: Mapping, unet_additional_kwargs: Mapping):
         super().__init__()
@@ -141,7 +141,7 @@ class DenoisingUNet3D(nn.Module):
 
     @staticmethod
     def _layer(block: nn.Module, index: int, hidden: torch.Tensor, context: torch.Tensor, frames: int):
-        """The spatial transformer (if the block has one), then the motion module (if any), of layer ``index``."""
+        """Layer ``index``'s spatial transformer (if the block has one), then its motion module (if any)."""
         attentions = getattr(block, "attentions", None)
         if attentions is not None:
             hidden = attentions[index](hidden, encoder_hidden_states=context, return_dict=False)[0]

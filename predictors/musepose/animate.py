@@ -1,0 +1,302 @@
+"""The whole MusePose chain, without Cog: reference photo + dance video -> video of that person dancing.
+
+1. Frames: the dance video is read as a stream; upstream's frame bookkeeping picks the used frames (at most
+   ``max_frames`` source frames, one in ``skip + 1``), and the output rate is the source rate // (skip + 1).
+2. Poses: DWPose on the reference and on every used frame, then MusePose's pose alignment to the reference's
+   proportions, rendered at the reference's aspect. A frame where nobody is found repeats the nearest pose
+   that was found (and the log says which frames). In pose-video mode the frames already are pose images and
+   are used as they are.
+3. Generation (``pipeline.MusePosePipeline``) at the generation size, then each decoded frame is resized back
+   to the pose frames' size and streamed into the H.264 writer together with the dance video's audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from predictors.common import video
+from predictors.common.dwpose import Pose, Wholebody, render_pose
+from predictors.common.errors import InputError
+from predictors.common.media import Outputs, check_input_path, load_image
+from predictors.musepose.pipeline import (
+    MAX_WINDOW,
+    VAE_FACTOR,
+    MusePosePipeline,
+    Progress,
+    frame_plan,
+    output_fps,
+    pad_poses,
+    resize_poses,
+    to_output_frames,
+)
+from predictors.musepose.pose_align import CANVAS_WIDTH, OUTPUT_HEIGHT, align_poses, render_frames
+
+DETECTION_BATCH = 16
+DECODE_CHUNK = 4
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asks for; ``width``/``height`` 0: from ``resolution`` and the pose frames' aspect."""
+
+    reference: Path
+    dance_video: Path
+    seed: int
+    width: int = 0
+    height: int = 0
+    resolution: int = 768
+    square: bool = False
+    max_frames: int = 300
+    max_seconds: float = 0.0
+    skip: int = 1
+    steps: int = 20
+    guidance: float = 3.5
+    window: int = 48
+    overlap: int = 4
+    align_pose: bool = True
+    pose_video: bool = False
+    save_aligned_pose: bool = False
+    save_comparison: bool = False
+    keep_audio: bool = True
+
+
+@dataclass(frozen=True)
+class Result:
+    video: Path
+    aligned_pose: Path | None
+    comparison: Path | None
+    frames: int
+    fps: Fraction
+    size: tuple[int, int]
+
+
+def generation_size(request: Request, aspect_size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height), multiples of 8: explicit, square, or the pose frames' aspect with the long side at
+    ``resolution``."""
+    if request.width or request.height:
+        if not (request.width and request.height):
+            raise InputError(
+                "Give both width and height, or leave both at 0 to follow the reference's aspect."
+            )
+        if request.width % VAE_FACTOR or request.height % VAE_FACTOR:
+            raise InputError(f"Width and height must be multiples of {VAE_FACTOR}.")
+        return request.width, request.height
+    if request.square:
+        side = request.resolution // VAE_FACTOR * VAE_FACTOR
+        return side, side
+    width, height = aspect_size
+    scale = request.resolution / max(width, height)
+    return tuple(max(VAE_FACTOR, round(side * scale / VAE_FACTOR) * VAE_FACTOR) for side in (width, height))
+
+
+def _check(request: Request) -> None:
+    if request.overlap >= request.window:
+        raise InputError(
+            f"The overlap ({request.overlap}) must be smaller than the window ({request.window})."
+        )
+    if request.window > MAX_WINDOW:
+        raise InputError(f"The window can hold at most {MAX_WINDOW} frames (the motion modules' range).")
+
+
+class Animator:
+    """Holds the loaded pipeline and pose model; ``run`` serves one request."""
+
+    def __init__(self, pipeline: MusePosePipeline, pose_model: Wholebody, logger: logging.Logger):
+        self.pipeline = pipeline
+        self.pose_model = pose_model
+        self.log = logger
+
+    # -- frames ------------------------------------------------------------------------------------------
+
+    def _used_frames(self, request: Request, info: video.VideoInfo) -> tuple[int, Fraction]:
+        """How many frames the run uses, and the output rate (upstream: L and fps)."""
+        limit = request.max_frames
+        if request.max_seconds:
+            limit = min(limit, max(1, math.floor(request.max_seconds * info.fps)))
+        used = len(frame_plan(info.frame_count, limit, request.skip))
+        if used == 0:
+            raise InputError(
+                f"The dance video is too short: {info.frame_count} frame(s) give no frame at one in "
+                f"{request.skip + 1}. Lower skip or use a longer video."
+            )
+        if info.frame_count > limit:
+            self.log.info(
+                "The dance video has %d frames; only the first %d are used (max_frames / max_seconds).",
+                info.frame_count,
+                limit,
+            )
+        fps = Fraction(output_fps(info.fps, request.skip))
+        exact = info.fps / (request.skip + 1)
+        if request.keep_audio and info.has_audio and fps != exact:
+            # Upstream floors the rate; with sound that would drift, so the exact rate is kept.
+            self.log.info(
+                "Writing at the exact rate %.3f fps (not %d) so that the audio stays in sync.", exact, fps
+            )
+            fps = exact
+        return used, fps if fps > 0 else exact
+
+    def _frames(self, request: Request, used: int) -> Iterator[np.ndarray]:
+        for frame in video.read_frames(request.dance_video, skip=request.skip, max_frames=used):
+            yield frame.image
+
+    # -- poses -------------------------------------------------------------------------------------------
+
+    def _reference_pose(self, reference: Image.Image) -> Pose:
+        result = self.pose_model(np.asarray(reference))
+        if not len(result.detections.boxes):
+            raise InputError(
+                "No person was found in the reference image. "
+                "Use a photo where one person is clearly visible, ideally full body."
+            )
+        return result.pose(first_person_only=True)
+
+    def _video_poses(self, request: Request, used: int) -> tuple[list[Pose], tuple[int, int]]:
+        poses: list[Pose | None] = []
+        size = (0, 0)
+        batch: list[np.ndarray] = []
+
+        def flush() -> None:
+            for result in self.pose_model.batch(batch):
+                poses.append(result.pose(first_person_only=True) if len(result.detections.boxes) else None)
+            batch.clear()
+
+        for image in self._frames(request, used):
+            size = (image.shape[1], image.shape[0])
+            batch.append(image)
+            if len(batch) == DETECTION_BATCH:
+                flush()
+        if batch:
+            flush()
+        return _fill_missing(poses, self.log), size
+
+    def _pose_frames(self, request: Request, reference: Image.Image, used: int) -> Iterator[np.ndarray]:
+        """uint8 RGB pose frames at the pose size; the detection happens before the first frame is yielded."""
+        if request.pose_video:
+            yield from self._frames(request, used)
+            return
+        reference_pose = self._reference_pose(reference)
+        poses, video_size = self._video_poses(request, used)
+        if request.align_pose:
+            aligned = align_poses(reference_pose, poses, reference.size, video_size)
+            self.log.info(
+                "Pose alignment scales: %s", {k: round(float(v), 3) for k, v in aligned.scales.items()}
+            )
+            yield from render_frames(aligned)
+            return
+        canvas_height = int(video_size[1] * CANVAS_WIDTH / video_size[0])
+        size = (int(OUTPUT_HEIGHT * video_size[0] / video_size[1]) // 2 * 2, OUTPUT_HEIGHT)
+        for pose in poses:
+            canvas = render_pose(pose, canvas_height, CANVAS_WIDTH, style="musepose")
+            yield cv2.resize(canvas, size, interpolation=cv2.INTER_LINEAR)
+
+    # -- the run -----------------------------------------------------------------------------------------
+
+    def run(
+        self, request: Request, outputs: Outputs, on_progress: Callable[[Progress], None] | None = None
+    ) -> Result:
+        _check(request)
+        reference = load_image(request.reference, what="reference image")
+        check_input_path(request.dance_video, "dance video")
+        info = video.probe(request.dance_video)
+        used, fps = self._used_frames(request, info)
+        self.log.info(
+            "Using %d frames of %d (skip %d), output at %s fps.", used, info.frame_count, request.skip, fps
+        )
+
+        aligned_path = outputs.new_path("aligned-pose", ".mp4") if request.save_aligned_pose else None
+        pose_size, size, resized = None, None, []
+        with _maybe_writer(aligned_path, fps) as aligned_writer:
+            for frame in self._pose_frames(request, reference, used):
+                if size is None:
+                    pose_size = (frame.shape[1], frame.shape[0])
+                    size = generation_size(request, pose_size)
+                if aligned_writer is not None:
+                    aligned_writer.write(frame)
+                # Only the generation-size copy is kept: memory follows the generation size.
+                resized.append(resize_poses([frame], *size)[0])
+        resized = np.stack(resized)
+        self.log.info("Generating %dx%d, resized back to %dx%d.", *size, *pose_size)
+
+        padded = pad_poses(resized, request.window, request.overlap)
+        encoding = self.pipeline.encode_reference(reference, *size)
+        generator = torch.Generator().manual_seed(request.seed)
+        latents = self.pipeline.denoise(
+            padded,
+            encoding,
+            steps=request.steps,
+            guidance=request.guidance,
+            window=request.window,
+            overlap=request.overlap,
+            generator=generator,
+            on_progress=on_progress,
+        )
+        video_path = outputs.new_path("musepose", ".mp4")
+        comparison_path = outputs.new_path("comparison", ".mp4") if request.save_comparison else None
+        audio = request.dance_video if request.keep_audio and info.has_audio else None
+        reference_panel = np.asarray(reference.resize(pose_size, Image.LANCZOS))
+        written = 0
+        with (
+            video.VideoWriter(video_path, fps, audio_source=audio) as writer,
+            _maybe_writer(comparison_path, fps, audio) as comparison,
+        ):
+            for chunk in self.pipeline.decode(latents, DECODE_CHUNK):
+                for frame in to_output_frames(chunk, pose_size)[: len(resized) - written]:
+                    writer.write(frame)
+                    if comparison is not None:
+                        pose = cv2.resize(resized[written], pose_size, interpolation=cv2.INTER_LINEAR)
+                        comparison.write(np.concatenate([reference_panel, pose, frame], axis=1))
+                    written += 1
+        return Result(video_path, aligned_path, comparison_path, written, fps, pose_size)
+
+
+class _NoWriter:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _maybe_writer(path: Path | None, fps: Fraction, audio: Path | None = None):
+    return video.VideoWriter(path, fps, audio_source=audio) if path is not None else _NoWriter()
+
+
+def _fill_missing(poses: list[Pose | None], log: logging.Logger) -> list[Pose]:
+    """Frames without a person take the nearest earlier pose (the first found one at the start)."""
+    missing = [index for index, pose in enumerate(poses) if pose is None]
+    if len(missing) == len(poses):
+        raise InputError(
+            "No person was found in the dance video. Use a video where the dancer's whole body is visible."
+        )
+    if missing:
+        log.warning(
+            "No dancer found in %d of %d frames (%s); they repeat the nearest pose found.",
+            len(missing),
+            len(poses),
+            _ranges(missing),
+        )
+    first = next(pose for pose in poses if pose is not None)
+    filled, last = [], first
+    for pose in poses:
+        last = pose if pose is not None else last
+        filled.append(last)
+    return filled
+
+
+def _ranges(indices: list[int]) -> str:
+    spans, start = [], indices[0]
+    for previous, current in zip(indices, [*indices[1:], None], strict=True):
+        if current != previous + 1:
+            spans.append(str(start) if start == previous else f"{start}-{previous}")
+            start = current
+    return ", ".join(spans)

@@ -1,0 +1,168 @@
+"""Cog predictor: MusePose, a photo of a person + a dance video -> a video of that person dancing."""
+
+from __future__ import annotations
+
+from cog import BasePredictor, Input, Path
+
+from predictors.common import media, runtime, weights
+from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
+from predictors.musepose.animate import Animator, Request
+from predictors.musepose.pipeline import MAX_WINDOW, MusePosePipeline, Progress, load_models
+
+WEIGHTS = {
+    "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
+    "denoising_unet": "musepose/compact/denoising_unet.safetensors",
+    "motion_module": "musepose/compact/motion_module.safetensors",
+    "reference_unet": "musepose/compact/reference_unet.safetensors",
+    "pose_guider": "musepose/compact/pose_guider.safetensors",
+    "vae": "musepose/sd-vae-ft-mse/config.json",
+    "image_encoder": "musepose/image_encoder/config.json",
+}
+FOLDERS = ("vae", "image_encoder")
+OOM_REMEDY = "Lower the resolution, the window (for example 24) or max_frames, and try again."
+
+logger = runtime.get_logger("musepose")
+
+
+def log_progress(progress: Progress) -> None:
+    logger.info(
+        "step %d/%d, window %d/%d (t=%d)",
+        progress.step + 1,
+        progress.steps,
+        progress.window + 1,
+        progress.windows,
+        progress.timestep,
+    )
+
+
+class Predictor(BasePredictor):
+    def setup(self) -> None:
+        paths = weights.ensure("musepose")
+        files = {name: paths[dest] for name, dest in WEIGHTS.items()}
+        files.update({name: files[name].parent for name in FOLDERS})
+        device = runtime.select_device()
+        dtype = runtime.select_dtype(device)
+        pipeline = MusePosePipeline(load_models(**files).to(device, dtype), device, dtype)
+        pose_model = Wholebody(paths[DETECTOR_FILE], paths[POSE_FILE], rules="musepose")
+        self.animator = Animator(pipeline, pose_model, logger)
+        self.outputs = media.Outputs()
+
+    def predict(
+        self,
+        reference_image: Path = Input(  # noqa: B008 (Cog's declaration style)
+            description="Photo of the person to animate (one person, ideally full body)."
+        ),
+        dance_video: Path = Input(  # noqa: B008
+            description="The dance to perform: a video of one dancer (its audio is kept)."
+        ),
+        width: int = Input(
+            description="Generation width in pixels (a multiple of 8). 0: from the reference's aspect and "
+            "`resolution`. Set width and height for upstream's exact behaviour.",
+            default=0,
+            ge=0,
+            le=2048,
+        ),
+        height: int = Input(
+            description="Generation height in pixels (a multiple of 8); 0: automatic.",
+            default=0,
+            ge=0,
+            le=2048,
+        ),
+        resolution: int = Input(
+            description="Longer side of the generation size when width and height are 0.",
+            default=768,
+            ge=64,
+            le=1536,
+        ),
+        aspect: str = Input(
+            description="'reference' keeps the reference's aspect ratio; 'square' generates resolution x "
+            "resolution like upstream MusePose (the output is resized back either way).",
+            default="reference",
+            choices=["reference", "square"],
+        ),
+        max_frames: int = Input(
+            description="Use at most this many frames of the dance video, counted before the stride "
+            "(upstream's -L).",
+            default=300,
+            ge=1,
+            le=3000,
+        ),
+        max_seconds: float = Input(
+            description="Use at most this many seconds of the dance video; 0: no limit.",
+            default=0.0,
+            ge=0.0,
+            le=600.0,
+        ),
+        skip: int = Input(
+            description="Frame stride: keep one frame in skip + 1 (upstream's --skip); the output runs at "
+            "the video's frame rate // (skip + 1).",
+            default=1,
+            ge=0,
+            le=10,
+        ),
+        steps: int = Input(description="DDIM denoising steps.", default=20, ge=1, le=100),
+        guidance: float = Input(
+            description="Classifier-free guidance scale; 1 turns guidance off (half the work).",
+            default=3.5,
+            ge=1.0,
+            le=20.0,
+        ),
+        seed: int | None = Input(description="Random seed; empty draws one (it is logged).", default=None),
+        window: int = Input(
+            description="Frames generated together (upstream's -S); lower it to save GPU memory.",
+            default=48,
+            ge=2,
+            le=MAX_WINDOW,
+        ),
+        overlap: int = Input(
+            description="Frames shared by consecutive windows (upstream's -O); smaller than window.",
+            default=4,
+            ge=0,
+            le=MAX_WINDOW - 1,
+        ),
+        align_pose: bool = Input(
+            description="Retarget the dancer's skeleton to the reference's body proportions and position "
+            "(MusePose's pose_align). Off: the dancer's own skeleton in the video's framing.",
+            default=True,
+        ),
+        pose_video: bool = Input(
+            description="The dance video already is a pose video (for example a previous aligned-pose "
+            "output): skip detection and alignment and use its frames as the poses.",
+            default=False,
+        ),
+        save_aligned_pose: bool = Input(
+            description="Also return the pose video that drove the generation.", default=False
+        ),
+        save_comparison: bool = Input(
+            description="Also return a side-by-side video: reference | pose | result.", default=False
+        ),
+        keep_audio: bool = Input(description="Copy the dance video's audio into the outputs.", default=True),
+    ) -> list[Path]:
+        self.outputs.start()
+        request = Request(
+            reference=reference_image,
+            dance_video=dance_video,
+            seed=runtime.resolve_seed(seed, logger),
+            width=width,
+            height=height,
+            resolution=resolution,
+            square=aspect == "square",
+            max_frames=max_frames,
+            max_seconds=max_seconds,
+            skip=skip,
+            steps=steps,
+            guidance=guidance,
+            window=window,
+            overlap=overlap,
+            align_pose=align_pose,
+            pose_video=pose_video,
+            save_aligned_pose=save_aligned_pose,
+            save_comparison=save_comparison,
+            keep_audio=keep_audio,
+        )
+        with runtime.oom_guard(OOM_REMEDY):
+            result = self.animator.run(request, self.outputs, on_progress=log_progress)
+        logger.info("Wrote %d frames at %s fps (%dx%d).", result.frames, result.fps, *result.size)
+        return [
+            Path(path) for path in (result.video, result.aligned_pose, result.comparison) if path is not None
+        ]

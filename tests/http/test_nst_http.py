@@ -1,0 +1,139 @@
+"""The nst predictor through the real Cog server on tiny weights: sync with previews, validation, bad uploads,
+cancellation."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO_ROOT
+from tests.http.harness import assert_validation_errors, data_uri, output_bytes, tiny_environment
+
+pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-nst")]
+
+ITERATION = re.compile(r"iteration (\d+)/(\d+)")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("nst-http")
+    content, style = folder / "content.png", folder / "style.png"
+    Image.open(REPO_ROOT / "examples" / "content.jpg").resize((96, 64)).save(content)
+    Image.open(REPO_ROOT / "examples" / "style.png").resize((64, 64)).save(style)
+    return {"content": data_uri(content), "style": data_uri(style)}
+
+
+@pytest.fixture(scope="module")
+def server(cog_server):
+    return cog_server("predictors/nst/predict.py", env=tiny_environment(["vgg19"]))
+
+
+def iterations_logged(logs: str) -> list[int]:
+    return [int(match.group(1)) for match in ITERATION.finditer(logs or "")]
+
+
+def test_sync_prediction_streams_previews_then_the_final_image(server, images):
+    prediction = server.predict({**images, "max_side": 64, "iterations": 6, "preview_every": 2, "seed": 1})
+    assert prediction["status"] == "succeeded", prediction.get("error")
+    files = output_bytes(prediction)
+    assert len(files) == 3  # previews at iterations 2 and 4, then the final image
+    names = [value.rsplit("/", 1)[-1] for value in prediction["output"] if not value.startswith("data:")]
+    if names:
+        assert [name.split("-")[0] for name in names] == ["preview", "preview", "output"]
+    final = Image.open(io.BytesIO(files[-1]))
+    assert (final.format, final.size) == ("PNG", (64, 48))
+    assert iterations_logged(prediction["logs"])[-1] == 6
+    assert "Using seed 1" in prediction["logs"]
+
+
+def test_fast_preview_mode_returns_one_image(server, images):
+    prediction = server.predict(
+        {**images, "init": "fast", "iterations": 0, "max_side": 96, "output_format": "jpg"}
+    )
+    assert prediction["status"] == "succeeded", prediction.get("error")
+    (image,) = output_bytes(prediction)
+    assert Image.open(io.BytesIO(image)).format == "JPEG"
+    assert iterations_logged(prediction["logs"]) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_side", 32, "minimum"),
+        ("max_side", 4096, "maximum"),
+        ("style_strength", -0.5, "minimum"),
+        ("style_strength", 11, "maximum"),
+        ("content_weight", -1, "minimum"),
+        ("content_weight", 101, "maximum"),
+        ("tv_weight", -1, "minimum"),
+        ("tv_weight", 1001, "maximum"),
+        ("iterations", -1, "minimum"),
+        ("iterations", 5001, "maximum"),
+        ("style_scale", 0.05, "minimum"),
+        ("style_scale", 5, "maximum"),
+        ("preview_every", -1, "minimum"),
+        ("preview_every", 5001, "maximum"),
+        ("output_quality", 0, "minimum"),
+        ("output_quality", 101, "maximum"),
+        ("quality", "ultra", "draft"),
+        ("optimizer", "sgd", "lbfgs"),
+        ("init", "zeros", "fast"),
+        ("color_preservation", "all", "luminance"),
+        ("pooling", "min", "avg"),
+        ("padding", "circular", "reflect"),
+        ("output_format", "gif", "webp"),
+    ],
+)
+def test_range_and_choice_violations_are_422(server, images, field, value, message):
+    response = server.post_prediction({**images, field: value})
+    errors = assert_validation_errors(response, {field: ""})
+    assert message in errors[field], errors
+
+
+def test_missing_content_is_422(server, images):
+    assert_validation_errors(server.post_prediction({"style": images["style"]}), {"content": "required"})
+
+
+@pytest.mark.parametrize(
+    ("payload", "mime", "message"),
+    [
+        (b"this is plain text, not a picture", "image/png", "not a picture file we can read"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "image/png", "content image"),
+    ],
+    ids=["text-as-png", "truncated-png"],
+)
+def test_corrupt_upload_fails_clearly_and_the_server_stays_ready(
+    server, images, tmp_path, payload, mime, message
+):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(payload)
+    prediction = server.predict({**images, "content": data_uri(broken, mime)})
+    assert prediction["status"] == "failed"
+    assert message in prediction["error"]
+    assert "Traceback" not in prediction["error"]
+    assert server.wait_ready(30)["status"] == "READY"
+
+
+def test_cancel_lands_within_an_iteration_and_the_server_recovers(server, images, webhook):
+    server.predict_async(
+        {**images, "max_side": 512, "iterations": 5000, "preview_every": 0, "seed": 0},
+        webhook.url,
+        prediction_id="nst-cancel",
+    )
+    webhook.wait_for(
+        lambda event: event["id"] == "nst-cancel" and len(iterations_logged(event.get("logs"))) >= 3
+    )
+    seen = iterations_logged(server.log_text())[-1]
+    assert server.cancel("nst-cancel").status_code == 200
+    final = webhook.wait_completed("nst-cancel")
+    assert final["status"] == "canceled"
+    done = iterations_logged(final.get("logs"))
+    assert done and done[-1] < 5000
+    # The server log is ahead of the webhook; the cancel stops the loop at the next iteration boundary.
+    assert done[-1] <= seen + 2, (seen, done[-1])
+    assert server.wait_ready(30)["status"] == "READY"
+    after = server.predict({**images, "max_side": 64, "iterations": 1})
+    assert after["status"] == "succeeded", after.get("error")

@@ -1,0 +1,293 @@
+"""The MusePose predictor on tiny weights in the real layout: the whole chain (DWPose, pose alignment,
+generation, encoding with audio), every input, the failure messages, cancellation, and upstream parity of the
+pose-video mode on the golden set."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from predictors.common.dwpose import detector, session
+from predictors.common.errors import InputError
+from tools.tiny_weights import write_manifest
+
+VIDEO_SIZE = (64, 48)
+VIDEO_FPS = 12
+VIDEO_FRAMES = 12
+# Small, fast settings; tests override what they check.
+FAST = {
+    "width": 0,
+    "height": 0,
+    "resolution": 64,
+    "aspect": "reference",
+    "max_frames": 8,
+    "max_seconds": 0.0,
+    "skip": 1,
+    "steps": 2,
+    "guidance": 3.5,
+    "seed": 1,
+    "window": 4,
+    "overlap": 1,
+    "align_pose": True,
+    "pose_video": False,
+    "save_aligned_pose": False,
+    "save_comparison": False,
+    "keep_audio": True,
+}
+
+
+def write_video(
+    path: Path, frames: list[np.ndarray], fps: int = VIDEO_FPS, audio_seconds: float = 0.0
+) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=22050, layout="mono") if audio_seconds else None
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+        if audio is not None:
+            samples = int(22050 * audio_seconds)
+            tone = (0.3 * np.sin(np.arange(samples) * 2 * np.pi * 440 / 22050)).astype(np.float32)[None]
+            for start in range(0, samples, 1024):
+                chunk = av.AudioFrame.from_ndarray(
+                    tone[:, start : start + 1024], format="fltp", layout="mono"
+                )
+                chunk.sample_rate, chunk.pts = 22050, start
+                container.mux(audio.encode(chunk))
+            container.mux(audio.encode())
+    return path
+
+
+def grey_frames(count: int = VIDEO_FRAMES, blank: tuple[int, ...] = ()) -> list[np.ndarray]:
+    width, height = VIDEO_SIZE
+    return [np.full((height, width, 3), 0 if i in blank else 60 + 10 * i, np.uint8) for i in range(count)]
+
+
+def read_video(path: Path) -> tuple[np.ndarray, dict]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(stream)])
+        facts = {"fps": Fraction(stream.average_rate), "audio": bool(container.streams.audio)}
+    return frames, facts
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("musepose-inputs")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (128, 96, 3), dtype=np.uint8)).save(folder / "ref.png")
+    Image.fromarray(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)).save(folder / "wide.png")
+    Image.fromarray(np.zeros((128, 96, 3), np.uint8)).save(folder / "empty.png")
+    (folder / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    return {
+        "ref": folder / "ref.png",
+        "wide": folder / "wide.png",
+        "empty": folder / "empty.png",
+        "dance": write_video(folder / "dance.mp4", grey_frames(), audio_seconds=1.0),
+        "gap": write_video(folder / "gap.mp4", grey_frames(blank=(2, 3))),
+        "short": write_video(folder / "short.mp4", grey_frames(1)),
+        "corrupt": folder / "corrupt.mp4",
+    }
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_weights):
+    from tools.tiny_weights import environment
+
+    root = tiny_weights(["dwpose", "musepose"])
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in environment(root).items():
+            patch.setenv(key, value)
+        from predictors.musepose.predict import Predictor
+
+        instance = Predictor()
+        instance.setup()
+        yield instance
+
+
+@pytest.fixture
+def nobody_in_black_images(monkeypatch):
+    """The tiny detector always sees its one person; here an all-black image holds nobody, as it would."""
+    real = session.detect
+
+    def detect(model, image_rgb, rules):
+        if image_rgb.max() == 0:
+            return detector.Detections(np.zeros((0, 4)), np.zeros(0))
+        return real(model, image_rgb, rules)
+
+    monkeypatch.setattr(session, "detect", detect)
+
+
+def run(predictor, reference: Path, video: Path, **changes) -> list[Path]:
+    return predictor.predict(reference_image=reference, dance_video=video, **{**FAST, **changes})
+
+
+def test_end_to_end_with_every_output(predictor, inputs, capsys):
+    outputs = run(predictor, inputs["ref"], inputs["dance"], save_aligned_pose=True, save_comparison=True)
+    assert [path.name.split("-")[0] for path in outputs] == ["musepose", "aligned", "comparison"]
+    assert len({path.name for path in outputs}) == 3
+    result, facts = read_video(outputs[0])
+    # 8 source frames, one in 2 -> 4 frames at 12 // 2 = 6 fps, at the reference's aspect (3:4), 768 high.
+    assert result.shape == (4, 768, 576, 3) and facts["fps"] == 6
+    assert facts["audio"]
+    pose, _ = read_video(outputs[1])
+    assert pose.shape == result.shape and pose.max() > 100  # the skeleton is drawn
+    comparison, comparison_facts = read_video(outputs[2])
+    assert comparison.shape == (4, 768, 3 * 576, 3) and comparison_facts["audio"]
+    logs = capsys.readouterr().out
+    assert "step 2/2, window 1/1" in logs and "Using seed 1" in logs
+    # The previous prediction's files are removed when the next one starts.
+    run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)
+    assert not any(path.exists() for path in outputs)
+
+
+def test_the_reference_aspect_is_kept_and_square_mode_squares(predictor, inputs, capsys):
+    wide, _ = read_video(run(predictor, inputs["wide"], inputs["dance"], max_frames=2)[0])
+    assert wide.shape[1:3] == (768, 1364)  # 160:90 at 768 high, even width
+    assert "Generating 64x40" in capsys.readouterr().out
+    run(predictor, inputs["wide"], inputs["dance"], max_frames=2, aspect="square")
+    assert "Generating 64x64" in capsys.readouterr().out
+    run(predictor, inputs["wide"], inputs["dance"], max_frames=2, width=48, height=32)
+    assert "Generating 48x32" in capsys.readouterr().out
+
+
+def test_same_seed_same_video_other_seed_other_video(predictor, inputs):
+    first, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)[0])
+    again, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)[0])
+    other, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False, seed=2)[0])
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.astype(int) - other.astype(int)).mean() > 1
+
+
+def test_remaining_inputs(predictor, inputs, capsys):
+    silent, facts = read_video(
+        run(predictor, inputs["ref"], inputs["dance"], keep_audio=False, skip=0, max_seconds=0.25)[0]
+    )
+    assert not facts["audio"] and len(silent) == 3 and facts["fps"] == 12  # 0.25 s of 12 fps, every frame
+    unaligned, _ = read_video(
+        run(predictor, inputs["ref"], inputs["dance"], align_pose=False, guidance=1.0, max_frames=4)[0]
+    )
+    assert unaligned.shape == (2, 768, 1024, 3)  # the video's own framing (4:3)
+    posed, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], pose_video=True, max_frames=4)[0])
+    assert posed.shape == (2, 48, 64, 3)  # the pose video's own size
+    logs = capsys.readouterr().out
+    assert "Pose alignment scales" in logs
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"overlap": 4}, "must be smaller than the window"),
+        ({"width": 64}, "Give both width and height"),
+        ({"width": 60, "height": 64}, "multiples of 8"),
+        ({"video": "short"}, "too short"),
+        ({"video": "corrupt"}, "could not be"),
+    ],
+)
+def test_clear_input_errors(predictor, inputs, changes, message):
+    video = inputs[changes.pop("video", "dance")]
+    with pytest.raises(InputError, match=message):
+        run(predictor, inputs["ref"], video, **changes)
+
+
+def test_no_person_in_the_reference(predictor, inputs, nobody_in_black_images):
+    with pytest.raises(InputError, match="No person was found in the reference image"):
+        run(predictor, inputs["empty"], inputs["dance"])
+
+
+def test_a_dancer_who_leaves_the_frame(predictor, inputs, nobody_in_black_images, capsys):
+    frames, _ = read_video(
+        run(predictor, inputs["ref"], inputs["gap"], skip=0, max_frames=6, keep_audio=False)[0]
+    )
+    assert len(frames) == 6
+    assert "No dancer found in 2 of 6 frames (2-3)" in capsys.readouterr().out
+
+
+def test_cancel_lands_within_one_unet_call(predictor, inputs):
+    from cog import CancelationException
+
+    unet = predictor.animator.pipeline.models.denoising_unet
+    calls = []
+
+    def cancel_midway(module, args):
+        calls.append(1)
+        raise CancelationException()
+
+    hook = unet.mid_block.resnets[0].register_forward_pre_hook(cancel_midway)
+    try:
+        with pytest.raises(CancelationException):
+            run(predictor, inputs["ref"], inputs["dance"], steps=3)
+    finally:
+        hook.remove()
+    assert calls == [1]
+    assert predictor.animator.pipeline.bank.features == {}  # the reference features were released
+    assert len(run(predictor, inputs["ref"], inputs["dance"], max_frames=2)) == 1
+
+
+@pytest.fixture
+def golden_root(golden_dir, tiny_weights, tmp_path) -> Path:
+    """A weights root holding the golden MusePose files (plus the tiny DWPose stand-ins)."""
+    golden = golden_dir / "musepose_tiny" / "weights"
+    root = tmp_path / "weights"
+    files = [
+        "MusePose/denoising_unet.pth",
+        "MusePose/reference_unet.pth",
+        "MusePose/pose_guider.pth",
+        "MusePose/motion_module.pth",
+        "sd-image-variations-diffusers/unet/config.json",
+        "sd-vae-ft-mse/config.json",
+        "sd-vae-ft-mse/diffusion_pytorch_model.bin",
+        "image_encoder/config.json",
+        "image_encoder/pytorch_model.bin",
+    ]
+    for name in files:
+        (root / "musepose" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "musepose" / name).symlink_to(golden / name)
+    shutil.copytree(tiny_weights(["dwpose"]) / "dwpose", root / "dwpose")
+    write_manifest(root)
+    return root
+
+
+@pytest.mark.golden
+def test_pose_video_mode_matches_upstreams_output(golden_dir, golden_root, weights_env):
+    """Upstream's arguments, explicit W and H, a pose video: the mp4 equals upstream's within codec noise."""
+    from predictors.musepose.predict import Predictor
+
+    weights_env(golden_root)
+    folder = golden_dir / "musepose_tiny"
+    args = json.loads((folder / "args.json").read_text())
+    predictor = Predictor()
+    predictor.setup()
+    outputs = predictor.predict(
+        reference_image=folder / "inputs/ref.png",
+        dance_video=folder / "inputs/pose.mp4",
+        **{
+            **FAST,
+            "width": args["W"],
+            "height": args["H"],
+            "max_frames": args["L"],
+            "skip": args["skip"],
+            "steps": args["steps"],
+            "guidance": args["cfg"],
+            "seed": args["seed"],
+            "window": args["S"],
+            "overlap": args["O"],
+            "pose_video": True,
+        },
+    )
+    ours, facts = read_video(outputs[0])
+    theirs, their_facts = read_video(folder / "expected/output.mp4")
+    assert ours.shape == theirs.shape and facts["fps"] == their_facts["fps"]
+    assert np.abs(ours.astype(int) - theirs.astype(int)).mean() < 1.0

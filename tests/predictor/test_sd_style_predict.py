@@ -1,0 +1,250 @@
+"""The sd_style Predictor on tiny weights in the real layout: every input, seeds, outputs, errors,
+custom checkpoints through COG_WEIGHTS and a missing weights file."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from predictors.common.errors import InputError, WeightsError
+
+PARTS = ["sd15", "sdxl"]
+
+
+def _write_image(path, seed, size):
+    rng = np.random.default_rng(seed)
+    pixels = np.full((size[1], size[0], 3), 90, np.uint8)
+    pixels[size[1] // 4 : size[1] // 2, size[0] // 4 : size[0] // 2] = 240
+    pixels += rng.integers(0, 10, pixels.shape, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sd-style-inputs")
+    corrupt = folder / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return {
+        "content": _write_image(folder / "content.png", 1, (120, 90)),
+        "style": _write_image(folder / "style.jpg", 2, (100, 100)),
+        "style2": _write_image(folder / "style2.png", 3, (90, 140)),
+        "corrupt": corrupt,
+    }
+
+
+def _make_predictor(env: dict[str, str]):
+    from predictors.sd_style.predict import Predictor
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        predictor = Predictor()
+        predictor.setup()
+    return predictor
+
+
+@pytest.fixture(scope="module")
+def root(tiny_weights):
+    return tiny_weights(PARTS)
+
+
+@pytest.fixture(scope="module")
+def environment(root):
+    from tools.tiny_weights import environment
+
+    return environment(root)
+
+
+@pytest.fixture(scope="module")
+def sd15(environment):
+    return _make_predictor({**environment, "TRIPTYCH_SD_FAMILY": "sd15"})
+
+
+@pytest.fixture(scope="module")
+def sdxl(environment):
+    return _make_predictor({**environment, "TRIPTYCH_SD_FAMILY": "sdxl"})
+
+
+def predict(predictor, files, **inputs):
+    """Call predict() as Cog would: every input not given takes its declared default."""
+    defaults = {
+        name: parameter.default.default
+        for name, parameter in inspect.signature(predictor.predict).parameters.items()
+    }
+    arguments = {**defaults, "image": files["content"], "style_image": files["style"], "steps": 2, **inputs}
+    return predictor.predict(**arguments)
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_sync_outputs_sizes_and_cleanup(sd15, files, capsys):
+    first = predict(sd15, files, num_outputs=2, max_side=256, output_format="png", seed=3)
+    assert len(first) == 2 and len({p.name for p in first}) == 2
+    assert all(Image.open(p).format == "PNG" and Image.open(p).size == (256, 192) for p in first)
+    logs = capsys.readouterr().out
+    assert "Using seed 3" in logs and "main pass: step 2/2" in logs
+    second = predict(sd15, files, megapixels=0.1, output_format="jpg", output_quality=80, seed=3)
+    width, height = Image.open(second[0]).size
+    assert (
+        Image.open(second[0]).format == "JPEG" and width * height <= 100_000 and width % 8 == height % 8 == 0
+    )
+    assert not any(p.exists() for p in first)  # the previous prediction's files are gone
+    webp = predict(sd15, files, max_side=256, output_format="webp", seed=3)
+    assert Image.open(webp[0]).format == "WEBP"
+
+
+def test_seed_determinism_and_random_seed(sd15, files, capsys):
+    a = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=11)[0])
+    b = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=11)[0])
+    c = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=12)[0])
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    capsys.readouterr()
+    drawn = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=None)[0])
+    seed = int(capsys.readouterr().out.split("Using seed ")[1].split()[0])
+    again = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=seed)[0])
+    assert np.array_equal(drawn, again)
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"style_strength": 0.0},
+        {"structure_strength": 0.0},
+        {"style_mode": "full"},
+        {"style_mode": "style_and_layout"},
+        {"denoise_strength": 0.5},
+        {"canny_low": 5, "canny_high": 10},
+        {"guidance": 2.0},
+        {"scheduler": "Euler a"},
+        {"scheduler": "UniPC"},
+        {"scheduler": "DDIM"},
+        {"prompt": "a watercolor painting"},
+        {"negative_prompt": ""},
+        {"detail_pass": True},
+        {"steps": 3},
+        {"style_image_2": "style2", "style_weights": "1,1"},
+    ],
+    ids=lambda inputs: "-".join(inputs),
+)
+def test_every_input_changes_the_result(sd15, files, inputs):
+    inputs = {
+        key: files.get(value, value) if isinstance(value, str) else value for key, value in inputs.items()
+    }
+    base = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=5)[0])
+    other = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=5, **inputs)[0])
+    assert other.shape == base.shape and not np.array_equal(other, base)
+
+
+def test_extra_style_with_zero_weight_changes_nothing(sd15, files):
+    single = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=5)[0])
+    weighted = predict(
+        sd15,
+        files,
+        max_side=256,
+        output_format="png",
+        seed=5,
+        style_image_2=files["style2"],
+        style_image_3=files["style2"],
+        style_weights="1,0,0",
+    )
+    assert np.abs(_pixels(weighted[0]) - single).max() <= 1
+
+
+def test_output_quality_changes_lossy_files(sd15, files):
+    low = predict(sd15, files, max_side=256, output_format="webp", output_quality=5, seed=5)[0].read_bytes()
+    high = predict(sd15, files, max_side=256, output_format="webp", output_quality=100, seed=5)[
+        0
+    ].read_bytes()
+    assert len(low) < len(high)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"style_image": "corrupt"}, "style image"),
+        ({"image": "corrupt"}, "content image"),
+        ({"style_image_2": "corrupt"}, "style image 2"),
+        ({"canny_low": 200, "canny_high": 100}, "canny_low"),
+        ({"style_weights": "1,2"}, "style_weights"),
+    ],
+)
+def test_input_errors_are_clear(sd15, files, inputs, message):
+    inputs = {
+        key: files.get(value, value) if isinstance(value, str) else value for key, value in inputs.items()
+    }
+    with pytest.raises(InputError, match=message):
+        predict(sd15, files, max_side=256, **inputs)
+
+
+def test_flagged_outputs_are_withheld_unless_disabled(sd15, files):
+    weights = sd15.pipeline.safety_checker.concept_embeds_weights
+    saved = weights.detach().clone()
+    try:
+        with torch.no_grad():
+            weights.fill_(-2.0)
+        with pytest.raises(InputError, match="flagged as possibly NSFW"):
+            predict(sd15, files, max_side=256, num_outputs=2, seed=1)
+        outputs = predict(sd15, files, max_side=256, num_outputs=2, seed=1, disable_safety_checker=True)
+        assert len(outputs) == 2 and all(p.exists() for p in outputs)
+    finally:
+        with torch.no_grad():
+            weights.copy_(saved)
+
+
+def test_sdxl_family(sdxl, files):
+    assert sdxl.family.name == "sdxl"
+    outputs = predict(sdxl, files, max_side=264, num_outputs=2, output_format="png", seed=2, detail_pass=True)
+    assert len(outputs) == 2 and Image.open(outputs[0]).size == (264, 200)
+    first = _pixels(outputs[0])
+    other = predict(sdxl, files, max_side=264, output_format="png", seed=2, style_mode="full")
+    assert not np.array_equal(first, _pixels(other[0]))
+
+
+def test_custom_single_file_checkpoint(sd15, environment, root, files, tmp_path):
+    """COG_WEIGHTS with an original-layout .safetensors of the same tiny base gives the same images."""
+    from tools.tiny_weights.sd15 import write_single_file
+
+    checkpoint = write_single_file(root, tmp_path / "custom.safetensors")
+    custom = _make_predictor({**environment, "COG_WEIGHTS": str(checkpoint)})
+    ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
+    stock = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=4)[0])
+    assert np.abs(ours - stock).max() <= 1
+
+
+def test_custom_diffusers_folder_for_sdxl(sdxl, environment, root, files, tmp_path):
+    """COG_WEIGHTS with a diffusers folder holding full-precision (non-variant) files."""
+    folder = shutil.copytree(root / "sdxl" / "stable-diffusion-xl-base-1.0", tmp_path / "my-sdxl")
+    for path in folder.rglob("*.fp16.safetensors"):
+        path.rename(path.with_name(path.name.replace(".fp16", "")))
+    custom = _make_predictor({**environment, "TRIPTYCH_SD_FAMILY": "sdxl", "COG_WEIGHTS": str(folder)})
+    ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
+    stock = _pixels(predict(sdxl, files, max_side=256, output_format="png", seed=4)[0])
+    assert np.abs(ours - stock).max() <= 1
+
+
+def test_missing_weights_file_is_named(environment, root, tmp_path):
+    copy = shutil.copytree(root, tmp_path / "weights")
+    (copy / "sd15/control_v11p_sd15_canny/diffusion_pytorch_model.fp16.safetensors").unlink()
+    env = {
+        "WEIGHTS_DIR": str(copy),
+        "TRIPTYCH_MANIFEST": str(copy / "weights_manifest.json"),
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens there: the download fails at once
+        "TRIPTYCH_WEIGHTS_RETRIES": "1",
+    }
+    with pytest.raises(
+        WeightsError, match=r"control_v11p_sd15_canny/diffusion_pytorch_model\.fp16\.safetensors is missing"
+    ):
+        _make_predictor(env)
+
+
+def test_unknown_family_is_refused(environment):
+    with pytest.raises(WeightsError, match="TRIPTYCH_SD_FAMILY"):
+        _make_predictor({**environment, "TRIPTYCH_SD_FAMILY": "sd3"})
