@@ -225,6 +225,9 @@ class MusePosePipeline:
     def __init__(self, models: MusePoseModels, device: torch.device, dtype: torch.dtype):
         """``models`` must already be on ``device`` in ``dtype`` (``MusePoseModels.to``)."""
         self.models = models
+        if device.type == "cuda":
+            # Slicing the feed-forward layers lowers the peak memory of a long window at no cost in results.
+            models.denoising_unet.enable_feed_forward_chunking()
         self.device = device
         self.dtype = dtype
         self.recorded = install_reference_writers(models.reference_unet)

@@ -33,7 +33,7 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(cog_server):
-    return cog_server("predictors/sd_style/predict.py", env=tiny_environment(["sd15"]))
+    return cog_server("predictors/sd_style/predict.py", env=tiny_environment(["sd15", "sdxl"]))
 
 
 def test_sync_prediction_with_two_outputs(server, inputs):

@@ -168,6 +168,20 @@ def test_motion_modules_mix_frames_but_never_batch_entries(tiny_unets):
     torch.testing.assert_close(after[1], before[1], atol=1e-6, rtol=0)  # batch entry 1 is untouched
 
 
+def test_feed_forward_chunking_changes_nothing(tiny_unets, monkeypatch):
+    denoising, _ = tiny_unets
+    monkeypatch.setattr("predictors.musepose.models.unet3d.TEMPORAL_FEED_FORWARD_ROWS", 5)
+    sample, context, pose = _inputs(2, 3, 8, 8)
+    with torch.no_grad():
+        plain = denoising(sample, 10, context, pose)
+        denoising.enable_feed_forward_chunking()
+        try:
+            chunked = denoising(sample, 10, context, pose)
+        finally:
+            denoising.enable_feed_forward_chunking(False)
+    torch.testing.assert_close(chunked, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_reader_attends_over_reference_only_on_the_conditional_half():
     torch.manual_seed(3)
     attention = Attention(query_dim=16, heads=2, dim_head=8).eval()

@@ -65,11 +65,16 @@ class TemporalTransformerBlock(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(attention_blocks))
         self.ff = FeedForward(channels, activation_fn="geglu")
         self.ff_norm = nn.LayerNorm(channels)
+        # When set, the feed-forward runs on slices of this many token rows (same result, less memory).
+        self.feed_forward_rows: int | None = None
 
     def forward(self, hidden_states: torch.Tensor, frames: int) -> torch.Tensor:
         for attention, norm in zip(self.attention_blocks, self.norms, strict=True):
             hidden_states = attention(norm(hidden_states), frames) + hidden_states
-        return self.ff(self.ff_norm(hidden_states)) + hidden_states
+        normed = self.ff_norm(hidden_states)
+        if self.feed_forward_rows:
+            return torch.cat([self.ff(rows) for rows in normed.split(self.feed_forward_rows)]) + hidden_states
+        return self.ff(normed) + hidden_states
 
 
 class TemporalTransformer(nn.Module):

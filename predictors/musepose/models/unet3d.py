@@ -14,9 +14,13 @@ from collections.abc import Mapping
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.attention import BasicTransformerBlock
 from torch import nn
 
-from predictors.musepose.models.motion_module import VanillaTemporalModule
+from predictors.musepose.models.motion_module import TemporalTransformerBlock, VanillaTemporalModule
+
+# Token rows per feed-forward slice in the motion modules when chunking is on (one row = one pixel's frames).
+TEMPORAL_FEED_FORWARD_ROWS = 2048
 
 _SPATIAL_TWINS = {
     "CrossAttnDownBlock3D": "CrossAttnDownBlock2D",
@@ -90,6 +94,15 @@ class DenoisingUNet3D(nn.Module):
         for index, block in enumerate(self.up_blocks):
             if use_motion and 2 ** (depth - 1 - index) in resolutions:
                 add_motion_modules(block, len(block.resnets))
+
+    def enable_feed_forward_chunking(self, enabled: bool = True) -> None:
+        """Run the feed-forward layers, the largest activations (GEGLU: 8x the width), in slices: one frame at
+        a time in the spatial blocks, slices of token rows in the motion modules. The results are identical."""
+        for module in self.modules():
+            if isinstance(module, BasicTransformerBlock):
+                module.set_chunk_feed_forward(1 if enabled else None, 0)
+            elif isinstance(module, TemporalTransformerBlock):
+                module.feed_forward_rows = TEMPORAL_FEED_FORWARD_ROWS if enabled else None
 
     @property
     def dtype(self) -> torch.dtype:
