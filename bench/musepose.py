@@ -21,13 +21,14 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from diffusers import AutoencoderKL
 from diffusers.models.attention_processor import AttnProcessor2_0
@@ -180,8 +181,28 @@ def cpu_seconds(function: Callable[[], object], repeats: int = 2) -> float:
     return float(np.median(times))
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class PeakRss:
+    """Samples this process's resident memory every 10 ms while the ``with`` block runs (MB)."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss / 2**20)
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> PeakRss:
+        self.start = self.process.memory_info().rss / 2**20
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def main() -> None:
@@ -270,26 +291,30 @@ def main() -> None:
         print(f"{name:40s} {seconds:9.3f}  {unit}")
 
     print(f"\nPeak RSS against frames (window {window}, overlap {args.overlap}, 1 step, decode streamed):")
-    print(f"{'frames':>6s} {'padded':>6s} {'windows':>7s} {'peak RSS MB':>12s} {'seconds':>8s}")
+    print(
+        f"{'frames':>6s} {'padded':>6s} {'windows':>7s} {'RSS before':>10s} {'peak MB':>8s} {'seconds':>8s}"
+    )
     encoding = ReferenceEncoding(clip_embeds=torch.randn(1, 1, 768), latents=ref_latents)
     for count in sorted(args.frames):
         padded = count + padding_repeats(count, window, args.overlap)
         resized = np.random.default_rng(count).integers(0, 256, (padded, size, size, 3), dtype=np.uint8)
         start = time.process_time()
-        latents = pipeline.denoise(
-            resized,
-            encoding,
-            steps=1,
-            guidance=3.5,
-            window=window,
-            overlap=args.overlap,
-            generator=torch.Generator().manual_seed(0),
-            reference_features=features,
-        )
-        for chunk in pipeline.decode(latents, chunk=4):
-            to_output_frames(chunk, (size, size))
+        with PeakRss() as memory:
+            latents = pipeline.denoise(
+                resized,
+                encoding,
+                steps=1,
+                guidance=3.5,
+                window=window,
+                overlap=args.overlap,
+                generator=torch.Generator().manual_seed(0),
+                reference_features=features,
+            )
+            for chunk in pipeline.decode(latents, chunk=4):
+                to_output_frames(chunk, (size, size))
         windows = len(context_windows(padded, window, args.overlap))
-        print(f"{count:6d} {padded:6d} {windows:7d} {peak_rss_mb():12.0f} {time.process_time() - start:8.1f}")
+        seconds = time.process_time() - start
+        print(f"{count:6d} {padded:6d} {windows:7d} {memory.start:10.0f} {memory.peak:8.0f} {seconds:8.1f}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from predictors.common import video
-from predictors.common.dwpose import Pose, Wholebody, render_pose
+from predictors.common.dwpose import Pose, Wholebody, render_pose, resize_for_detection
 from predictors.common.errors import InputError
 from predictors.common.media import Outputs, check_input_path, load_image
 from predictors.musepose.pipeline import (
@@ -152,7 +152,7 @@ class Animator:
     # -- poses -------------------------------------------------------------------------------------------
 
     def _reference_pose(self, reference: Image.Image) -> Pose:
-        result = self.pose_model(np.asarray(reference))
+        result = self.pose_model(resize_for_detection(np.asarray(reference)))
         if not len(result.detections.boxes):
             raise InputError(
                 "No person was found in the reference image. "
@@ -172,7 +172,8 @@ class Animator:
 
         for image in self._frames(request, used):
             size = (image.shape[1], image.shape[0])
-            batch.append(image)
+            # Upstream detects on a copy resized to 512 on the short side; the keypoints are normalised.
+            batch.append(resize_for_detection(image))
             if len(batch) == DETECTION_BATCH:
                 flush()
         if batch:

@@ -169,8 +169,9 @@ def load_models(
     _load_strict(denoising, denoising_unet, motion_module)
     _load_strict(guider, pose_guider)
     return MusePoseModels(
-        vae=AutoencoderKL.from_pretrained(vae),
-        image_encoder=CLIPVisionModelWithProjection.from_pretrained(image_encoder),
+        # The release layout ships .bin files (the manifest names them); no safetensors lookup first.
+        vae=AutoencoderKL.from_pretrained(vae, use_safetensors=False),
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(image_encoder, use_safetensors=False),
         reference_unet=reference,
         denoising_unet=denoising,
         pose_guider=guider,
