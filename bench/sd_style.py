@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         {"WEIGHTS_DIR": str(args.root), "TRIPTYCH_MANIFEST": str(args.root / "weights_manifest.json")}
     )
     os.environ.pop("COG_WEIGHTS", None)
+    from diffusers import DPMSolverMultistepScheduler
+
     from predictors.sd_style.pipeline import Job, canny_edges
     from predictors.sd_style.predict import Predictor
 
@@ -161,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     size = args.overhead_size
     stock = type(sp.txt2img)(**sp.txt2img.components)
     stock.set_progress_bar_config(disable=True)
+    stock.scheduler = DPMSolverMultistepScheduler.from_config(
+        sp.txt2img.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+    )
     ours_times, core_times, stock_times = [], [], []
     core_run = sp.run
 
@@ -169,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         core_times.append(seconds)
         return images
 
+    # One untimed call first: the first run at a new size pays for kernel set-up.
+    predictor.predict(
+        **_predict_inputs(predictor, folder, 99, steps=1, max_side=size, disable_safety_checker=True)
+    )
     sp.run = timed_core_run  # predict() calls the core through this attribute
     for trial in range(args.trials):
         inputs = _predict_inputs(

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -59,6 +60,7 @@ class Request:
     max_frames: int = 300
     max_seconds: float = 0.0
     skip: int = 1
+    target_fps: float = 0.0
     steps: int = 20
     guidance: float = 3.5
     window: int = 48
@@ -68,6 +70,16 @@ class Request:
     save_aligned_pose: bool = False
     save_comparison: bool = False
     keep_audio: bool = True
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Frames to read (``count`` at one in ``skip + 1``, or resampled to ``rate``) and the output ``fps``."""
+
+    count: int
+    skip: int
+    rate: Fraction | None
+    fps: Fraction
 
 
 @dataclass(frozen=True)
@@ -118,13 +130,28 @@ class Animator:
 
     # -- frames ------------------------------------------------------------------------------------------
 
-    def _used_frames(self, request: Request, info: video.VideoInfo) -> tuple[int, Fraction]:
-        """How many frames the run uses, and the output rate (upstream: L and fps)."""
+    def _plan(self, request: Request, info: video.VideoInfo) -> FramePlan:
+        """Which frames the run reads and the output rate: upstream's L and fps, or a resampled rate."""
+        if request.target_fps:
+            rate = Fraction(request.target_fps).limit_denominator(1001)
+            available = max(1, math.floor(info.duration * rate + 1e-6))
+            count = min(request.max_frames, available)
+            if request.max_seconds:
+                count = min(count, max(1, math.floor(request.max_seconds * rate)))
+            if available > count:
+                self.log.info(
+                    "The dance video gives %d frames at %s fps; only the first %d are used.",
+                    available,
+                    rate,
+                    count,
+                )
+            return FramePlan(count=count, skip=0, rate=rate, fps=rate)
+
         limit = request.max_frames
         if request.max_seconds:
             limit = min(limit, max(1, math.floor(request.max_seconds * info.fps)))
-        used = len(frame_plan(info.frame_count, limit, request.skip))
-        if used == 0:
+        count = len(frame_plan(info.frame_count, limit, request.skip))
+        if count == 0:
             raise InputError(
                 f"The dance video is too short: {info.frame_count} frame(s) give no frame at one in "
                 f"{request.skip + 1}. Lower skip or use a longer video."
@@ -137,16 +164,19 @@ class Animator:
             )
         fps = Fraction(output_fps(info.fps, request.skip))
         exact = info.fps / (request.skip + 1)
-        if request.keep_audio and info.has_audio and fps != exact:
+        if fps <= 0 or (request.keep_audio and info.has_audio and fps != exact):
             # Upstream floors the rate; with sound that would drift, so the exact rate is kept.
             self.log.info(
                 "Writing at the exact rate %.3f fps (not %d) so that the audio stays in sync.", exact, fps
             )
             fps = exact
-        return used, fps if fps > 0 else exact
+        return FramePlan(count=count, skip=request.skip, rate=None, fps=fps)
 
-    def _frames(self, request: Request, used: int) -> Iterator[np.ndarray]:
-        for frame in video.read_frames(request.dance_video, skip=request.skip, max_frames=used):
+    def _frames(self, request: Request, plan: FramePlan) -> Iterator[np.ndarray]:
+        frames = video.read_frames(
+            request.dance_video, skip=plan.skip, max_frames=plan.count, target_fps=plan.rate
+        )
+        for frame in frames:
             yield frame.image
 
     # -- poses -------------------------------------------------------------------------------------------
@@ -160,7 +190,7 @@ class Animator:
             )
         return result.pose(first_person_only=True)
 
-    def _video_poses(self, request: Request, used: int) -> tuple[list[Pose], tuple[int, int]]:
+    def _video_poses(self, request: Request, plan: FramePlan) -> tuple[list[Pose], tuple[int, int]]:
         poses: list[Pose | None] = []
         size = (0, 0)
         batch: list[np.ndarray] = []
@@ -170,7 +200,7 @@ class Animator:
                 poses.append(result.pose(first_person_only=True) if len(result.detections.boxes) else None)
             batch.clear()
 
-        for image in self._frames(request, used):
+        for image in self._frames(request, plan):
             size = (image.shape[1], image.shape[0])
             # Upstream detects on a copy resized to 512 on the short side; the keypoints are normalised.
             batch.append(resize_for_detection(image))
@@ -180,13 +210,13 @@ class Animator:
             flush()
         return _fill_missing(poses, self.log), size
 
-    def _pose_frames(self, request: Request, reference: Image.Image, used: int) -> Iterator[np.ndarray]:
+    def _pose_frames(self, request: Request, reference: Image.Image, plan: FramePlan) -> Iterator[np.ndarray]:
         """uint8 RGB pose frames at the pose size; the detection happens before the first frame is yielded."""
         if request.pose_video:
-            yield from self._frames(request, used)
+            yield from self._frames(request, plan)
             return
         reference_pose = self._reference_pose(reference)
-        poses, video_size = self._video_poses(request, used)
+        poses, video_size = self._video_poses(request, plan)
         if request.align_pose:
             aligned = align_poses(reference_pose, poses, reference.size, video_size)
             self.log.info(
@@ -209,15 +239,14 @@ class Animator:
         reference = load_image(request.reference, what="reference image")
         check_input_path(request.dance_video, "dance video")
         info = video.probe(request.dance_video)
-        used, fps = self._used_frames(request, info)
-        self.log.info(
-            "Using %d frames of %d (skip %d), output at %s fps.", used, info.frame_count, request.skip, fps
-        )
+        plan = self._plan(request, info)
+        fps = plan.fps
+        self.log.info("Using %d frames of %d, output at %s fps.", plan.count, info.frame_count, fps)
 
         aligned_path = outputs.new_path("aligned-pose", ".mp4") if request.save_aligned_pose else None
         pose_size, size, resized = None, None, []
         with _maybe_writer(aligned_path, fps) as aligned_writer:
-            for frame in self._pose_frames(request, reference, used):
+            for frame in self._pose_frames(request, reference, plan):
                 if size is None:
                     pose_size = (frame.shape[1], frame.shape[0])
                     size = generation_size(request, pose_size)
@@ -260,16 +289,9 @@ class Animator:
         return Result(video_path, aligned_path, comparison_path, written, fps, pose_size)
 
 
-class _NoWriter:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
 def _maybe_writer(path: Path | None, fps: Fraction, audio: Path | None = None):
-    return video.VideoWriter(path, fps, audio_source=audio) if path is not None else _NoWriter()
+    """A writer for an optional output, or a context giving None when the output was not asked for."""
+    return video.VideoWriter(path, fps, audio_source=audio) if path is not None else contextlib.nullcontext()
 
 
 def _fill_missing(poses: list[Pose | None], log: logging.Logger) -> list[Pose]:

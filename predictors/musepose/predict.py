@@ -100,6 +100,13 @@ class Predictor(BasePredictor):
             ge=0,
             le=10,
         ),
+        target_fps: float = Input(
+            description="Resample the dance video to this frame rate instead of striding with skip; 0: use "
+            "skip. max_frames then counts frames at this rate.",
+            default=0.0,
+            ge=0.0,
+            le=60.0,
+        ),
         steps: int = Input(description="DDIM denoising steps.", default=20, ge=1, le=100),
         guidance: float = Input(
             description="Classifier-free guidance scale; 1 turns guidance off (half the work).",
@@ -150,6 +157,7 @@ class Predictor(BasePredictor):
             max_frames=max_frames,
             max_seconds=max_seconds,
             skip=skip,
+            target_fps=target_fps,
             steps=steps,
             guidance=guidance,
             window=window,

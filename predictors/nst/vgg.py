@@ -6,11 +6,13 @@ file, so the same code loads the real checkpoint and narrow test checkpoints wri
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from predictors.common.errors import WeightsError
 
@@ -55,6 +57,9 @@ PADDINGS = ("zeros", "reflect", "replicate")
 #   E[mean] = v * E[active count] / 4    = v * 2 / 4      = 1/2 v
 # and scaling the average by E[max] / E[mean] = 15/8 matches the expected activation of max pooling.
 AVG_POOL_SCALE = 15 / 8
+# Above this many pixels the backward pass recomputes activations instead of storing them (2048x2048 would
+# otherwise hold about 6 GB of activations; 1024x1024 stays below 2 GB and keeps the faster path).
+CHECKPOINT_PIXELS = 1536 * 1536
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -143,6 +148,10 @@ class VGGFeatures(nn.Module):
             else:
                 modules.append(nn.MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2))
         self.body = nn.ModuleList(modules)
+        pools = [i + 1 for i, name in enumerate(self.names) if name.startswith("pool")]
+        edges = [0, *[p for p in pools if p < len(self.names)], len(self.names)]
+        self._blocks = list(itertools.pairwise(edges))
+        self.checkpoint_pixels = CHECKPOINT_PIXELS
         self.requires_grad_(False)
         self.eval()
 
@@ -155,15 +164,27 @@ class VGGFeatures(nn.Module):
             if isinstance(module, nn.Conv2d)
         }
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = (image - self.mean) / self.std
+    def _run(self, x: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features = {}
-        for name, module in zip(self.names, self.body, strict=True):
+        for name, module in zip(self.names[start:stop], self.body[start:stop], strict=True):
             x = module(x)
             if isinstance(module, nn.AvgPool2d):
                 x = x * AVG_POOL_SCALE
             if name in self.layers:
                 features[name] = x
+        return x, features
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (image - self.mean) / self.std
+        large = image.shape[-2] * image.shape[-1] > self.checkpoint_pixels
+        if not (large and torch.is_grad_enabled() and x.requires_grad):
+            return self._run(x, 0, len(self.names))[1]
+        # Large images: keep only each block's input and requested outputs for the backward pass and recompute
+        # the rest of the block there. Costs about one more forward pass; saves most activation memory.
+        features = {}
+        for start, stop in self._blocks:
+            x, found = checkpoint(self._run, x, start, stop, use_reentrant=False)
+            features.update(found)
         return features
 
 

@@ -285,7 +285,7 @@ class StylePipeline:
         return callback
 
     def call_arguments(self, job: Job) -> dict:
-        """The keyword arguments of the diffusers call for the main pass (shared by stock comparisons)."""
+        """The keyword arguments of the diffusers call for the main pass, besides the adapter embeddings."""
         width, height = job.content.size
         control = canny_edges(job.content, job.canny_low, job.canny_high)
         arguments = {

@@ -84,7 +84,10 @@ def test_corrupt_video_is_a_clear_error_and_the_server_stays_ready(server, files
     )
     assert prediction["status"] == "failed"
     assert "video could not be" in prediction["error"]
+    server.wait_ready()
     assert server.health()["status"] == "READY"
+    again = server.predict({"reference_image": files["ref.png"], "dance_video": files["dance.mp4"], **FAST})
+    assert again["status"] == "succeeded", again.get("error")
 
 
 def test_async_prediction_with_webhook(server, files, webhook, tmp_path):

@@ -233,6 +233,24 @@ def test_writers_record_each_blocks_norm1_output(tiny_unets):
     assert sorted(install_reference_readers(denoising, ReferenceBank())) == sorted(recorded)
 
 
+def test_the_conditional_row_alone_records_what_upstreams_pair_records():
+    """Upstream runs the ReferenceNet on [uncond, cond] and its reader uses only the cond row's features."""
+    torch.manual_seed(5)
+    reference = build_reference_unet(UNET_CONFIG).eval()
+    recorded = install_reference_writers(reference)
+    latents = torch.randn(1, 4, 8, 8)
+    clip = torch.randn(1, 1, UNET_CONFIG["cross_attention_dim"])
+    with torch.no_grad():
+        reference(
+            latents.repeat(2, 1, 1, 1), 0, encoder_hidden_states=torch.cat([torch.zeros_like(clip), clip])
+        )
+        pair = dict(recorded)
+        reference(latents, 0, encoder_hidden_states=clip)
+    for name, features in recorded.items():
+        torch.testing.assert_close(features[0], pair[name][1], atol=1e-5, rtol=1e-5)
+    assert any((pair[name][0] - pair[name][1]).abs().max() > 1e-3 for name in pair)  # the rows do differ
+
+
 def test_pose_guider_reaches_one_eighth_and_the_unet_width():
     guider = build_pose_guider(32, POSE_GUIDER_BLOCKS)
     assert guider(torch.rand(2, 3, 64, 48)).shape == (2, 32, 8, 6)

@@ -147,3 +147,22 @@ def test_unknown_layer_and_options_are_refused(checkpoint):
         load_vgg19(checkpoint, ["relu1_1"], pooling="l2")
     with pytest.raises(ValueError, match="padding"):
         load_vgg19(checkpoint, ["relu1_1"], padding="circular")
+
+
+def test_checkpointed_large_images_give_the_same_features_and_gradients(checkpoint):
+    vgg = load_vgg19(checkpoint, ["relu1_1", "relu3_1", "relu4_2", "relu5_1"])
+    image = torch.rand(1, 3, 32, 32)
+
+    def run():
+        x = image.clone().requires_grad_(True)
+        features = vgg(x)
+        sum(f.pow(2).sum() for f in features.values()).backward()
+        return features, x.grad
+
+    plain_features, plain_grad = run()
+    vgg.checkpoint_pixels = 0
+    assert len(vgg._blocks) == 5
+    checked_features, checked_grad = run()
+    for name, value in plain_features.items():
+        assert torch.allclose(checked_features[name], value)
+    assert torch.allclose(checked_grad, plain_grad, rtol=1e-4, atol=1e-6)

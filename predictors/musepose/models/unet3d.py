@@ -96,8 +96,8 @@ class DenoisingUNet3D(nn.Module):
                 add_motion_modules(block, len(block.resnets))
 
     def enable_feed_forward_chunking(self, enabled: bool = True) -> None:
-        """Run the feed-forward layers, the largest activations (GEGLU: 8x the width), in slices: one frame at
-        a time in the spatial blocks, slices of token rows in the motion modules. The results are identical."""
+        """Run the feed-forward layers, the largest activations (GEGLU: 8x the width), in slices: one frame
+        at a time in the spatial blocks, slices of token rows in the motion modules. Results are identical."""
         for module in self.modules():
             if isinstance(module, BasicTransformerBlock):
                 module.set_chunk_feed_forward(1 if enabled else None, 0)
