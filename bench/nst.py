@@ -34,6 +34,7 @@ from predictors.nst.stylize import (
     Optimisation,
     Settings,
     lbfgs_history,
+    prepare_for_device,
     style_targets,
     stylize,
     vgg_autocast,
@@ -85,6 +86,8 @@ class Bench:
         self.state = tiny_vgg19_state_dict(seed=0, block_widths=FULL_BLOCK_WIDTHS)
         self.vgg = VGGFeatures(self.state, (*STYLE_LAYERS, CONTENT_LAYER)).to(device)
         self.floor_vgg = VGGFeatures(self.state, ("relu5_1",)).to(device)
+        prepare_for_device(self.vgg)
+        prepare_for_device(self.floor_vgg)
         self.settings = Settings()
 
     def objective(self, size: int) -> tuple[Objective, torch.Tensor]:
@@ -103,7 +106,10 @@ class Bench:
         def floor():
             floor_image.grad = None
             with vgg_autocast(self.device):
-                features = self.floor_vgg(floor_image)["relu5_1"]
+                x = floor_image
+                if self.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                features = self.floor_vgg(x)["relu5_1"]
             features.float().sum().backward()
 
         def evaluation():

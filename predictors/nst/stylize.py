@@ -195,6 +195,13 @@ def lbfgs_history(numel: int) -> int:
     return max(MIN_LBFGS_HISTORY, min(MAX_LBFGS_HISTORY, LBFGS_HISTORY_BYTES // (8 * numel)))
 
 
+def prepare_for_device(vgg: VGGFeatures) -> None:
+    """On CUDA: channels_last weights (Objective feeds channels_last images) and cuDNN autotuning."""
+    if vgg.mean.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        vgg.to(memory_format=torch.channels_last)
+
+
 def vgg_autocast(device: torch.device):
     """bf16 (else fp16) autocast for the VGG pass on CUDA; full precision elsewhere."""
     if device.type != "cuda":
@@ -364,9 +371,7 @@ def iterate(
         raise ValueError("at least one style image is needed")
     blend = list(blend) if blend is not None else [1.0] * len(styles)
     device = vgg.mean.device
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        vgg.to(memory_format=torch.channels_last)
+    prepare_for_device(vgg)
     content = content.to(device)
     styles = [style.to(device) for style in styles]
     original_content = content

@@ -244,3 +244,21 @@ def test_settings_are_validated():
         Settings(init="fast")
     with pytest.raises(ValueError, match="style_layer_weights"):
         Settings(style_layer_weights=(1.0,))
+
+
+def test_a_cancel_raised_between_iterations_propagates(vgg, content, style):
+    class Cancel(BaseException):
+        pass
+
+    steps = []
+
+    def on_step(step):
+        steps.append(step.iteration)
+        if step.iteration == 3:
+            raise Cancel
+
+    with pytest.raises(Cancel):
+        stylize(
+            vgg, resize(content, 32, 32), [resize(style, 32, 32)], Settings(iterations=50), on_step=on_step
+        )
+    assert steps == [1, 2, 3]
