@@ -49,10 +49,10 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        reference_image: Path = Input(  # noqa: B008 (Cog's declaration style)
+        reference_image: Path = Input(
             description="Photo of the person to animate (one person, ideally full body)."
         ),
-        dance_video: Path = Input(  # noqa: B008
+        dance_video: Path = Input(
             description="The dance to perform: a video of one dancer (its audio is kept)."
         ),
         width: int = Input(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from cog import BasePredictor, Input, Path
 from PIL import Image
 
 from predictors.common import media, runtime, weights
-from predictors.common.errors import InputError
+from predictors.common.inputs import parse_blend_weights
 from predictors.nst.fast_start import FastStylizer
 from predictors.nst.stylize import (
     CONTENT_LAYER,
@@ -38,23 +37,6 @@ SIDE_MULTIPLE = 16
 logger = runtime.get_logger("nst")
 
 
-def parse_blend(text: str, count: int) -> list[float]:
-    """``"1,0.5"`` -> [1.0, 0.5]; empty means equal weights. Raises InputError with the fix."""
-    if not text.strip():
-        return [1.0] * count
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise InputError(
-            f"style_weights must be comma-separated numbers such as '1,0.5', got {text!r}."
-        ) from None
-    if len(values) != count:
-        raise InputError(f"style_weights has {len(values)} value(s) but {count} style image(s) were given.")
-    if any(not np.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
-        raise InputError(f"style_weights must be non-negative and not all zero, got {text!r}.")
-    return values
-
-
 class Predictor(BasePredictor):
     def setup(self) -> None:
         paths = weights.ensure("nst")
@@ -75,10 +57,10 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        content: Path = Input(description="The photo to stylise."),  # noqa: B008 (Cog's declaration style)
-        style: Path = Input(description="The style image (a painting, a texture)."),  # noqa: B008
-        style_2: Path | None = Input(description="An optional second style image to blend in.", default=None),  # noqa: B008
-        style_3: Path | None = Input(description="An optional third style image to blend in.", default=None),  # noqa: B008
+        content: Path = Input(description="The photo to stylise."),
+        style: Path = Input(description="The style image (a painting, a texture)."),
+        style_2: Path | None = Input(description="An optional second style image to blend in.", default=None),
+        style_3: Path | None = Input(description="An optional third style image to blend in.", default=None),
         style_weights: str = Input(
             description="Blend weights of style, style_2, style_3 in that order, comma-separated "
             "(e.g. '1,0.5'). Empty: equal weights.",
@@ -168,7 +150,7 @@ class Predictor(BasePredictor):
         style_images = [
             media.load_image(path, what=f"style image {index + 1}") for index, path in enumerate(style_paths)
         ]
-        blend = parse_blend(style_weights, len(style_images))
+        blend = parse_blend_weights(style_weights, len(style_images))
         seed = runtime.resolve_seed(seed, logger)
         count = QUALITY_ITERATIONS[quality] if iterations is None else iterations
         width, height = media.fit_size(*content_image.size, max_side=max_side, multiple=SIDE_MULTIPLE)

@@ -15,6 +15,7 @@ from cog import BasePredictor, Input, Path
 
 from predictors.common import media, runtime, weights
 from predictors.common.errors import InputError, WeightsError
+from predictors.common.inputs import parse_blend_weights
 from predictors.sd_style.blocks import STYLE_MODES
 from predictors.sd_style.pipeline import SCHEDULERS, Job, StylePipeline, family_spec
 
@@ -24,23 +25,6 @@ SIZE_MULTIPLE = 8  # the VAE's downscale; diffusers' UNets pad odd latent sizes 
 MIN_SIDE = 64
 
 logger = runtime.get_logger("sd_style")
-
-
-def parse_weights(text: str, count: int) -> list[float]:
-    """``"1,0.5"`` -> [1.0, 0.5]; empty means equal weights."""
-    if not text.strip():
-        return [1.0] * count
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise InputError(
-            f"style_weights must be comma-separated numbers such as '1,0.5', got {text!r}."
-        ) from None
-    if len(values) != count:
-        raise InputError(f"style_weights has {len(values)} value(s) but {count} style image(s) were given.")
-    if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
-        raise InputError(f"style_weights must be non-negative and not all zero, got {text!r}.")
-    return values
 
 
 def output_size(
@@ -112,10 +96,10 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        image: Path = Input(description="The content image: its structure (Canny edges) is kept."),  # noqa: B008
-        style_image: Path = Input(description="The style image: its look is transferred."),  # noqa: B008
-        style_image_2: Path | None = Input(description="An optional second style image.", default=None),  # noqa: B008
-        style_image_3: Path | None = Input(description="An optional third style image.", default=None),  # noqa: B008
+        image: Path = Input(description="The content image: its structure (Canny edges) is kept."),
+        style_image: Path = Input(description="The style image: its look is transferred."),
+        style_image_2: Path | None = Input(description="An optional second style image.", default=None),
+        style_image_3: Path | None = Input(description="An optional third style image.", default=None),
         style_weights: str = Input(
             description="Blend weights of style_image, style_image_2, style_image_3 in that order, "
             "comma-separated (e.g. '1,0.5'). Empty: equal weights.",
@@ -183,7 +167,7 @@ class Predictor(BasePredictor):
         if canny_low >= canny_high:
             raise InputError(f"canny_low ({canny_low}) must be below canny_high ({canny_high}).")
         styles = [p for p in (style_image, style_image_2, style_image_3) if p is not None]
-        blend = parse_weights(style_weights, len(styles))
+        blend = parse_blend_weights(style_weights, len(styles))
         content = media.load_image(image, what="content image")
         style_images = [
             media.load_image(path, what="style image" if i == 0 else f"style image {i + 1}")

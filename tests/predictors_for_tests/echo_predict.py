@@ -28,7 +28,7 @@ class Predictor(BasePredictor):
         count: int = Input(description="Frames to yield or loop steps to run.", default=2, ge=1, le=50),
         scale: float = Input(description="A number copied into the echo.", default=0.5, ge=0.0, le=1.0),
         shout: bool = Input(description="Upper-case the text.", default=False),
-        image: Path | None = Input(description="An optional file whose size is echoed.", default=None),  # noqa: B008
+        image: Path | None = Input(description="An optional file whose size is echoed.", default=None),
     ) -> Iterator[Path]:
         if mode == "fail":
             raise ValueError(f"The echo predictor was asked to fail for {text!r}.")

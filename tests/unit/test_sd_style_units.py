@@ -1,4 +1,4 @@
-"""Pure helpers of the sd_style predictor: sizes, weights, Canny, block maps, hashing, the tiny tokenizer."""
+"""Pure helpers of the sd_style predictor: sizes, Canny, block maps, hashing, the tiny tokenizer."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ from PIL import Image
 from predictors.common.errors import InputError
 from predictors.sd_style.blocks import STYLE_MODES, adapter_scale
 from predictors.sd_style.pipeline import SCHEDULERS, canny_edges, image_digest, make_scheduler
-from predictors.sd_style.predict import output_size, parse_weights
-
-
-def test_parse_weights():
-    assert parse_weights("", 3) == [1.0, 1.0, 1.0]
-    assert parse_weights("1, 0.5", 2) == [1.0, 0.5]
-    for text, count in (("1,x", 2), ("1", 2), ("-1,2", 2), ("0,0", 2), ("nan,1", 2)):
-        with pytest.raises(InputError):
-            parse_weights(text, count)
+from predictors.sd_style.predict import output_size
 
 
 def test_output_size_keeps_aspect_and_rounds_to_8():
