@@ -337,10 +337,6 @@ class WebhookReceiver:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def events_for(self, prediction_id: str) -> list[dict[str, Any]]:
-        with self._changed:
-            return [event for event in self.events if event.get("id") == prediction_id]
-
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120.0) -> dict[str, Any]:
         """The first event (already received or arriving within ``timeout``) for which ``predicate`` holds."""
         deadline = time.monotonic() + timeout

@@ -27,6 +27,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 
 
+class StaleInputs(ValueError):
+    """The smoke inputs of a predictor no longer match its predict() signature."""
+
+
 def _tiny_video(workdir: Path) -> Path:
     """A two-second 64x64 clip of a moving square, written with PyAV."""
     import av
@@ -114,14 +118,14 @@ def check_inputs(smoke: Smoke, inputs: dict[str, Any]) -> None:
     unknown = sorted(set(inputs) - set(schema["properties"]))
     missing = sorted(set(schema.get("required", [])) - set(inputs))
     if unknown or missing:
-        raise ServerError(
+        raise StaleInputs(
             f"the smoke inputs of {smoke.name} do not match its predict() signature "
             f"(unknown: {unknown or 'none'}, missing required: {missing or 'none'}); update tools/smoke.py"
         )
 
 
 def run_one(smoke: Smoke) -> str:
-    """One sync prediction through the server; returns a one-line summary, raises ServerError on failure."""
+    """One sync prediction through the server; returns a one-line summary, raises on failure."""
     from tools.tiny_weights import build, environment
 
     started = time.monotonic()
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: running ...", flush=True)
         try:
             print(f"{name}: ok, {run_one(smoke)}", flush=True)
-        except (ServerError, OSError) as error:
+        except (StaleInputs, ServerError, OSError) as error:
             failed.append(name)
             print(f"{name}: FAILED\n{error}", flush=True)
     return 1 if failed else 0

@@ -56,11 +56,16 @@ def partial_path(dest: Path) -> Path:
 
 
 def sha256_of(path: Path) -> str:
+    return _hash_of(path).hexdigest()
+
+
+def _hash_of(path: Path) -> hashlib._Hash:
+    """A sha256 object fed with the file, so a resumed transfer can go on feeding it."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return digest
 
 
 def retries() -> int:
@@ -186,17 +191,13 @@ def _receive(url: str, response: requests.Response, part: Path, offset: int) -> 
         raise _Transient("the server refused the resume range; starting again")
     if status == 429 or status >= 500:
         raise _Transient(f"HTTP {status}")
-    digest = hashlib.sha256()
     if offset and status == 206 and _range_start(response) == offset:
         log.info("Resuming %s at byte %d", url, offset)
-        with part.open("rb") as kept:
-            for block in iter(lambda: kept.read(CHUNK), b""):
-                digest.update(block)
-        mode = "ab"
+        digest, mode = _hash_of(part), "ab"
     elif status == 200:
         if offset:
             log.info("The server for %s does not resume; starting again", url)
-        offset, mode = 0, "wb"
+        digest, offset, mode = hashlib.sha256(), 0, "wb"
     else:
         raise TransferError(url, f"HTTP {status}")
     length = response.headers.get("Content-Length")

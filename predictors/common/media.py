@@ -87,7 +87,7 @@ def load_image(
     if not path.is_file():
         raise InputError(f"The {what} is not a file ({os.fspath(source)}).")
     if size == 0:
-        raise InputError(f"The {what} is empty (0 bytes).")
+        raise InputError(f"The {what} is empty (0 bytes). Check its URL, or upload the file again.")
 
     with warnings.catch_warnings():
         # PIL's own bomb warning is superseded by the explicit limit below; its hard error still applies.
@@ -103,7 +103,9 @@ def load_image(
                 f"The {what} is not a picture file we can read (expected PNG, JPEG, WebP, GIF, BMP or TIFF)."
             ) from None
         except _DECODE_ERRORS as exc:
-            raise InputError(f"The {what} is corrupt and could not be decoded ({exc}).") from None
+            raise InputError(
+                f"The {what} is corrupt and could not be decoded ({exc}). Upload the complete file again."
+            ) from None
 
         with image:
             width, height = image.size

@@ -3,7 +3,7 @@
 Environment overrides (all optional):
 - TRIPTYCH_DEVICE: "cpu", "cuda" or "cuda:N" (default: CUDA when a GPU is visible, else CPU).
 - TRIPTYCH_DTYPE: "fp32", "fp16" or "bf16" (default: fp16 on CUDA, fp32 on CPU).
-- TRIPTYCH_TORCH_THREADS: CPU threads for torch (default: torch's own choice).
+- TRIPTYCH_TORCH_THREADS: CPU threads for torch (default: torch's own choice), applied by select_device.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TypeVar
 import torch
 from tqdm import tqdm
 
-from predictors.common.errors import ResourceError
+from predictors.common.errors import InputError, ResourceError
 
 DEVICE_ENV = "TRIPTYCH_DEVICE"
 DTYPE_ENV = "TRIPTYCH_DTYPE"
@@ -76,7 +76,11 @@ def get_logger(name: str) -> logging.Logger:
 
 
 def select_device(override: str | None = None) -> torch.device:
-    """`override`, else TRIPTYCH_DEVICE, else CUDA when available, else CPU."""
+    """`override`, else TRIPTYCH_DEVICE, else CUDA when available, else CPU.
+
+    It also applies TRIPTYCH_TORCH_THREADS: every predictor's setup() calls it once, before loading.
+    """
+    configure_threads()
     requested = (override or os.environ.get(DEVICE_ENV, "")).strip().lower()
     if not requested or requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,7 +99,7 @@ def select_device(override: str | None = None) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ResourceError(
                 f"{DEVICE_ENV}={requested!r} names a GPU that does not exist "
-                f"({torch.cuda.device_count()} visible)."
+                f"({torch.cuda.device_count()} visible); use cuda or a number below the count."
             )
     return device
 
@@ -122,14 +126,11 @@ def resolve_seed(seed: int | None, logger: logging.Logger) -> int:
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "big")
     elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer between 0 and {MAX_SEED}, got {seed!r}")
+        raise InputError(
+            f"The seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}; leave it empty to draw one."
+        )
     logger.info("Using seed %d", seed)
     return seed
-
-
-def torch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch.Generator on `device` seeded with `seed`, so a run depends on its seed alone."""
-    return torch.Generator(device=torch.device(device)).manual_seed(seed)
 
 
 def configure_threads(n: int | None = None) -> int:

@@ -352,7 +352,8 @@ def _obtain(entry: dict, path: Path, hint: str | None) -> str:
     if mismatch:
         raise WeightsError(
             f"The download of {entry['dest']} from {mismatch.url} does not match the manifest "
-            f"({mismatch.what} expected {mismatch.expected}, got {mismatch.got}); the file was not kept."
+            f"({mismatch.what} expected {mismatch.expected}, got {mismatch.got}), so it was not kept. "
+            f"Try again later, or copy the right file to {path}."
         )
     tried = " or ".join(url for url, _ in _sources(entry))
     raise WeightsError(

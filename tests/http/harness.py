@@ -42,40 +42,23 @@ from ``tools.cog_schema``; the environment gets what the images set, ``TRIPTYCH_
 status), ``post_prediction(inputs, ...)`` (the raw response, for 422 checks), ``predict_async(inputs,
 webhook_url, events=..., prediction_id=...)``, ``cancel(id)``, ``health()``, ``wait_ready()``, ``log_text()``.
 Inputs are plain JSON values; files go as ``data_uri(path)``. ``output_bytes(prediction)`` decodes every
-output file (data URIs or URLs) to bytes; ``decode_output(value)`` decodes one.
+output file (data URIs or URLs) to bytes.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import requests
 
-from tools.cog_server import (
-    DEFAULT_EVENTS,
-    IMAGE_ENVIRONMENT,
-    TERMINAL_STATUSES,
-    CogServer,
-    ServerError,
-    WebhookReceiver,
-    data_uri,
-    decode_output,
-    output_bytes,
-)
+from tools.cog_server import CogServer, ServerError, WebhookReceiver, data_uri, output_bytes
 
 __all__ = [
-    "DEFAULT_EVENTS",
-    "IMAGE_ENVIRONMENT",
-    "TERMINAL_STATUSES",
     "CogServer",
     "ServerError",
     "WebhookReceiver",
     "assert_validation_errors",
     "data_uri",
-    "decode_output",
     "output_bytes",
     "tiny_environment",
-    "validation_errors",
 ]
 
 
@@ -86,15 +69,13 @@ def tiny_environment(parts: list[str], seed: int = 0) -> dict[str, str]:
     return environment(build(parts, seed=seed))
 
 
-def validation_errors(response: requests.Response) -> dict[str, str]:
-    """``{field: message}`` from a 422 answer (``detail[].loc`` ends with the input name)."""
+def assert_validation_errors(response: requests.Response, expected: dict[str, str]) -> dict[str, str]:
+    """Assert a 422 whose per-field messages name each field in ``expected`` and contain its text.
+
+    Returns ``{field: message}`` (``detail[].loc`` ends with the input name).
+    """
     assert response.status_code == 422, f"expected 422, got {response.status_code}: {response.text[:1000]}"
-    return {str(item["loc"][-1]): item["msg"] for item in response.json()["detail"]}
-
-
-def assert_validation_errors(response: requests.Response, expected: dict[str, str]) -> dict[str, Any]:
-    """Assert a 422 whose per-field messages name each field in ``expected`` and contain its text."""
-    errors = validation_errors(response)
+    errors = {str(item["loc"][-1]): item["msg"] for item in response.json()["detail"]}
     for field, fragment in expected.items():
         assert field in errors, f"no validation error for {field!r}: {errors}"
         assert fragment in errors[field], f"{field!r}: {errors[field]!r} lacks {fragment!r}"

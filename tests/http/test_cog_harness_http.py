@@ -45,6 +45,12 @@ def test_sync_prediction_passes_inputs_and_defaults(server, tmp_path):
     ]
 
 
+def test_a_path_inside_the_container_is_refused_as_the_images_are_configured(server):
+    prediction = server.predict({"text": "a", "image": "/etc/passwd"})
+    assert prediction["status"] == "failed"
+    assert "The image must be given as an http(s) URL or a data URI" in prediction["error"]
+
+
 def test_iterator_output_comes_back_as_a_list(server):
     prediction = server.predict({"text": "f", "mode": "frames", "count": 3})
     assert isinstance(prediction["output"], list)
@@ -74,6 +80,14 @@ def test_cancel_lands_mid_loop_and_the_server_recovers(server, webhook):
     assert "slow step 50/" not in final.get("logs", "")
     assert server.wait_ready(30)["status"] == "READY"
     assert records(server.predict({"text": "after"}))[0]["text"] == "after"
+
+
+def test_a_busy_server_answers_409_and_predict_retries_until_it_is_free(server, webhook):
+    server.predict_async({"text": "b", "mode": "slow", "count": 20}, webhook.url, prediction_id="busy")
+    webhook.wait_for(lambda event: event["id"] == "busy" and event["status"] == "processing")
+    assert server.post_prediction({"text": "now"}, busy_timeout=0).status_code == 409
+    assert records(server.predict({"text": "later"}))[0]["text"] == "later"
+    assert webhook.wait_completed("busy")["status"] == "succeeded"
 
 
 def test_value_error_fails_the_prediction_with_its_message(server):

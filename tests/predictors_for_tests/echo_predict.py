@@ -2,7 +2,8 @@
 
 ``mode`` picks the branch: ``echo`` writes the inputs to a text file, ``frames`` yields ``count`` files one by
 one (iterator output), ``slow`` loops ``count`` times with a short sleep so a cancel can land mid-loop, and
-``fail`` raises ``ValueError`` with a message the client must see.
+``fail`` raises ``ValueError`` with a message the client must see. ``image`` goes through the shared
+local-path check, as every predictor's file inputs do.
 """
 
 import json
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from cog import BasePredictor, Input, Path
 
 from predictors.common.errors import WeightsError
+from predictors.common.media import check_input_path
 
 
 class Predictor(BasePredictor):
@@ -30,6 +32,7 @@ class Predictor(BasePredictor):
         shout: bool = Input(description="Upper-case the text.", default=False),
         image: Path | None = Input(description="An optional file whose size is echoed.", default=None),
     ) -> Iterator[Path]:
+        image_bytes = check_input_path(image, "image").stat().st_size if image is not None else None
         if mode == "fail":
             raise ValueError(f"The echo predictor was asked to fail for {text!r}.")
         if mode == "slow":
@@ -44,7 +47,7 @@ class Predictor(BasePredictor):
                 "count": count,
                 "scale": scale,
                 "index": index,
-                "image_bytes": image.stat().st_size if image is not None else None,
+                "image_bytes": image_bytes,
             }
             path = self.out_dir / f"echo-{time.monotonic_ns()}-{index}.json"
             path.write_text(json.dumps(record))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
+from tools.cog_server import IMAGE_ENVIRONMENT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = REPO_ROOT / "tests" / "data" / "cog_config_schema.json"
@@ -19,6 +22,13 @@ CONFIGS = {
     "cog.sd-style-xl.yaml": "sd_style",
     "cog.musepose.yaml": "musepose",
 }
+# Variables `cog build` refuses in `environment` because Cog or the platform sets them (replicate/cog,
+# pkg/config/env.go, EnvironmentVariableDenyList).
+COG_RESERVED_ENV = (
+    *("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED", "LIBRARY_PATH"),
+    *("R8_*", "REPLICATE_*", "CUDA_*", "NVIDIA_*", "NV_*", "PGET_*", "KUBERNETES_*"),
+    *("HF_ENDPOINT", "HF_HUB_ENABLE_HF_TRANSFER"),
+)
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)$")
 
 
@@ -59,6 +69,16 @@ def test_config_is_valid_for_cog(name):
     assert build["python_version"] == "3.11"
     assert build["sdk_version"] == "0.23.1"
     assert "TRIPTYCH_REJECT_LOCAL_PATHS=1" in config["environment"]
+    names = [item.partition("=")[0] for item in config["environment"]]
+    assert len(names) == len(set(names)), f"{name} sets a variable twice"
+    reserved = [n for n in names if any(fnmatch.fnmatchcase(n, pattern) for pattern in COG_RESERVED_ENV)]
+    assert not reserved, f"{name}: cog build refuses {reserved}"
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_test_server_runs_with_what_every_image_sets(name):
+    expected = {f"{key}={value}" for key, value in IMAGE_ENVIRONMENT.items()}
+    assert expected <= set(load(name)["environment"])
 
 
 def test_schema_copy_still_rejects_what_cog_rejects():

@@ -64,7 +64,7 @@ def test_zero_bytes_is_refused_as_empty(tmp_path):
     path = _write(tmp_path / "empty.png", b"")
     with pytest.raises(InputError) as info:
         load_image(path, what="content image")
-    assert str(info.value) == "The content image is empty (0 bytes)."
+    assert str(info.value) == "The content image is empty (0 bytes). Check its URL, or upload the file again."
 
 
 def test_text_file_named_jpg_is_not_a_picture(tmp_path):

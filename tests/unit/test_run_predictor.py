@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tools import run_predictor
 
-ECHO = Path(__file__).resolve().parents[1] / "predictors_for_tests" / "echo_predict.py"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ECHO = REPO_ROOT / "tests" / "predictors_for_tests" / "echo_predict.py"
 
 
 def test_inputs_are_typed_defaults_applied_and_outputs_copied(tmp_path, capsys):
@@ -87,3 +92,32 @@ def test_existing_outputs_are_never_overwritten(tmp_path):
     saved = Path(run_predictor.save_output(source, out))
     assert saved.name == "frame-1.png" and saved.read_bytes() == b"new"
     assert (out / "frame.png").read_bytes() == b"old"
+
+
+def test_make_predict_offline_ends_with_the_weights_sentence(tmp_path):
+    """The command `make predict` runs, with no weights and every connection refused (the proxy is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = {
+        **os.environ,
+        "WEIGHTS_DIR": str(tmp_path / "weights"),
+        "HTTPS_PROXY": dead_proxy,
+        "HTTP_PROXY": dead_proxy,
+        "NO_PROXY": "",
+        "TRIPTYCH_WEIGHTS_BACKOFF": "0",
+    }
+    for name in ("TRIPTYCH_MANIFEST", "TRIPTYCH_WEIGHTS_MIRROR", "HF_ENDPOINT"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "tools.run_predictor", "predictors/nst/predict.py"]
+    command += ["-i", "content=@examples/content.jpg", "-i", "style=@examples/style.png", "-o", str(tmp_path)]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    vgg = "nst/vgg19-dcbb9e9d.pth"
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"The weights file {vgg} is missing and could not be downloaded from "
+        f"https://download.pytorch.org/models/vgg19-dcbb9e9d.pth; run `make weights PREDICTOR=nst` on a "
+        f"connected machine, or copy the file to {tmp_path / 'weights' / vgg}.\n"
+    )
+    assert "Traceback" not in result.stdout

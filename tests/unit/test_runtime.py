@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from predictors.common import runtime
-from predictors.common.errors import ResourceError
+from predictors.common.errors import InputError, ResourceError
 from predictors.common.runtime import (
     configure_threads,
     get_logger,
@@ -18,7 +18,6 @@ from predictors.common.runtime import (
     resolve_seed,
     select_device,
     select_dtype,
-    torch_generator,
 )
 
 
@@ -148,16 +147,10 @@ def test_given_seed_is_kept_and_logged(caplog):
 
 @pytest.mark.parametrize("bad", [-1, 2**32, True, 1.5])
 def test_invalid_seeds_are_refused(bad):
-    with pytest.raises(ValueError, match="seed must be an integer"):
+    with pytest.raises(
+        InputError, match=r"^The seed must be a whole number from 0 to 4294967295, got .*empty"
+    ):
         resolve_seed(bad, get_logger("seeds"))
-
-
-def test_generator_is_determined_by_its_seed():
-    first = torch.rand(4, generator=torch_generator(7))
-    second = torch.rand(4, generator=torch_generator(7))
-    other = torch.rand(4, generator=torch_generator(8))
-    assert torch.equal(first, second)
-    assert not torch.equal(first, other)
 
 
 # ---- threads ---------------------------------------------------------------------------------------------
@@ -169,6 +162,16 @@ def test_configure_threads_from_argument_and_env(monkeypatch):
         assert configure_threads(2) == 2 == torch.get_num_threads()
         monkeypatch.setenv(runtime.THREADS_ENV, "1")
         assert configure_threads() == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_select_device_applies_the_thread_setting(monkeypatch, no_gpu):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(runtime.THREADS_ENV, "2")
+        assert select_device() == torch.device("cpu")
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

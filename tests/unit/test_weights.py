@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from predictors.common import weights
+from predictors.common import download, weights
 from predictors.common.errors import WeightsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -150,6 +151,17 @@ def test_clean_download_verifies_stamps_and_selects_by_tag(server, root, tmp_pat
     assert leftovers(root) == []
 
 
+def test_download_progress_is_logged(server, root, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(download, "PROGRESS_EVERY_S", 0.0)
+    server.files["a.bin"] = PAYLOAD
+    use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
+
+    with caplog.at_level(logging.INFO, logger="predictors.common.download"):
+        weights.ensure(["a"])
+
+    assert f"{server.url('a.bin')}: 0.3 MB 100% of 0.3 MB at" in caplog.text
+
+
 @pytest.mark.parametrize("ignore_range", [False, True], ids=["resumes", "server-ignores-range"])
 def test_interrupted_transfer_resumes_with_range(server, root, tmp_path, monkeypatch, ignore_range):
     server.files["a.bin"] = PAYLOAD
@@ -186,7 +198,8 @@ def test_wrong_sha256_keeps_nothing_and_says_expected_and_got(server, root, tmp_
 
     assert str(error.value) == (
         f"The download of x/a.bin from {server.url('a.bin')} does not match the manifest (sha256 expected "
-        f"{expected}, got {sha256(b'not the weights')}); the file was not kept."
+        f"{expected}, got {sha256(b'not the weights')}), so it was not kept. Try again later, or copy the "
+        f"right file to {root / 'x/a.bin'}."
     )
     assert sorted(p.name for p in (root / "x").iterdir()) == ["a.bin.lock"]
 
@@ -211,18 +224,22 @@ def test_two_processes_download_once_and_both_get_the_file(server, root, tmp_pat
     assert (root / "x/a.bin").read_bytes() == PAYLOAD
 
 
-def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, monkeypatch):
+def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, monkeypatch, capsys):
     url = closed_port_url("a.bin")
     use_manifest(tmp_path, monkeypatch, {"a": entry(url, "nst/a.bin", PAYLOAD)})
+    message = (
+        f"The weights file nst/a.bin is missing and could not be downloaded from {url}; run "
+        f"`make weights PREDICTOR=nst` on a connected machine, or copy the file to {root}/nst/a.bin."
+    )
 
     with pytest.raises(WeightsError) as error:
         weights.ensure("nst")
 
-    assert str(error.value) == (
-        f"The weights file nst/a.bin is missing and could not be downloaded from {url}; run "
-        f"`make weights PREDICTOR=nst` on a connected machine, or copy the file to {root}/nst/a.bin."
-    )
+    assert str(error.value) == message
     assert not (root / "nst/a.bin").exists() and leftovers(root) == []
+    # `make weights PREDICTOR=nst` ends with the same sentence, not a traceback.
+    assert weights.main(["fetch", "nst"]) == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
 
 
 def test_verified_file_needs_no_network_and_its_stamp_is_trusted_until_it_changes(
@@ -265,19 +282,36 @@ def test_unknown_sha256_is_accepted_by_size_and_recorded(server, root, tmp_path,
 
 
 def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
-    server.files.update({"bad/a.bin": b"corrupt", "good/a.bin": PAYLOAD, "layout/x/b.bin": PAYLOAD[::-1]})
+    server.files.update(
+        {
+            "bad/a.bin": b"corrupt",
+            "good/a.bin": PAYLOAD,
+            "layout/x/b.bin": PAYLOAD[::-1],
+            "hf/org/repo/resolve/main/c.bin": b"c" * 10,
+        }
+    )
     dead = closed_port_url("a.bin")
     files = {
         "a": entry(dead, "x/a.bin", PAYLOAD, mirrors=[server.url("bad/a.bin"), server.url("good/a.bin")]),
         "b": entry(dead, "x/b.bin", PAYLOAD[::-1]),
+        "c": entry("https://huggingface.co/org/repo/resolve/main/c.bin", "x/c.bin", b"c" * 10),
     }
     use_manifest(tmp_path, monkeypatch, files)
     assert weights.ensure(["a"])["x/a.bin"].read_bytes() == PAYLOAD
 
+    # HF_ENDPOINT stands in for https://huggingface.co in Hugging Face URLs.
+    monkeypatch.setenv("HF_ENDPOINT", server.url("hf"))
+    assert weights.ensure(["c"])["x/c.bin"].read_bytes() == b"c" * 10
+
     # The environment's mirror holds a copy of the weights layout and is tried before the manifest's URLs.
     monkeypatch.setenv(weights.MIRROR_ENV, server.url("layout"))
     assert weights.ensure(["b"])["x/b.bin"].read_bytes() == PAYLOAD[::-1]
-    assert [path for path, _ in server.requests] == ["bad/a.bin", "good/a.bin", "layout/x/b.bin"]
+    assert [path for path, _ in server.requests] == [
+        "bad/a.bin",
+        "good/a.bin",
+        "hf/org/repo/resolve/main/c.bin",
+        "layout/x/b.bin",
+    ]
 
 
 @pytest.mark.parametrize(

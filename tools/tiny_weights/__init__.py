@@ -25,6 +25,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from predictors.common.download import sha256_of
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_MANIFEST = REPO_ROOT / "weights_manifest.json"
 MANIFEST_NAME = "weights_manifest.json"
@@ -51,17 +53,9 @@ def _cache_key(parts: list[str], seed: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_manifest(root: Path, real_manifest: Path = REAL_MANIFEST) -> dict:
+def write_manifest(root: Path) -> None:
     """Write the tiny root's manifest: the real entries of the files present, with tiny sha256 and size."""
-    real = json.loads(real_manifest.read_text())
+    real = json.loads(REAL_MANIFEST.read_text())
     by_dest = {entry["dest"]: name for name, entry in real["files"].items()}
     # Conversion outputs are made from the listed files by the weights layer, as with the real weights.
     derived = {
@@ -77,11 +71,10 @@ def write_manifest(root: Path, real_manifest: Path = REAL_MANIFEST) -> dict:
         if dest not in by_dest:
             raise ValueError(f"tiny weights wrote {dest}, which weights_manifest.json does not list")
         name = by_dest[dest]
-        files[name] = {**real["files"][name], "sha256": _sha256(path), "size": path.stat().st_size}
+        files[name] = {**real["files"][name], "sha256": sha256_of(path), "size": path.stat().st_size}
     manifest = {key: value for key, value in real.items() if key != "files"}
     manifest["files"] = files
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return manifest
 
 
 def build(parts: list[str], seed: int = 0, cache_dir: Path | None = None) -> Path:
