@@ -8,6 +8,11 @@ driven by ``test_stage_2.py``; the differences are only in how the work is sched
 - pose features are recomputed per window from the stored uint8 pose frames, and the VAE decodes in chunks
   that stream to a frame sink, so memory stays flat with the number of frames (except for the latents).
 
+One deliberate difference in the numbers: without guidance (``guidance <= 1``) upstream forgets to divide
+the summed window predictions by the visit count, so frames shared by two windows get twice the predicted
+velocity. Here they are averaged as in the guided case; with guidance, or without overlapping windows, the
+results are upstream's.
+
 Conventions: images are PIL RGB; ``width``/``height`` are the generation size (multiples of 8); latents are
 [1, 4, frames, height/8, width/8].
 """

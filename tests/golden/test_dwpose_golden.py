@@ -140,8 +140,9 @@ def test_probe_sees_rgb_channel_order(golden):
     """The probe's keypoints land on the brightest spot of normalised channel 0: with RGB input that is the
     red blob, with the channels reversed another one."""
     folder, expected, image = golden
+    case = expected["probe_rgb_input"]
     model = Wholebody(
-        folder / "models/yolox_l.onnx", folder / "models/dw-ll_ucoco_384_probe.onnx", rules="controlnet"
+        folder / "models" / case["detector"], folder / "models" / case["pose_model"], rules="controlnet"
     )
     rgb = expected["probe_rgb_input"]["pose_onnx_rules"]["keypoints_133_px"][0][0]
     bgr = expected["probe_bgr_input"]["pose_onnx_rules"]["keypoints_133_px"][0][0]

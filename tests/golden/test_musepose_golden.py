@@ -212,3 +212,30 @@ def test_videos_and_output_frames_end_to_end(pipe, golden, args, reference_image
         png = np.asarray(Image.open(golden / "expected" / name).convert("RGB"))
         difference = np.abs(frames[index].astype(int) - png.astype(int))
         assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+
+
+def test_non_square_sizes_keep_width_and_height_apart(pipe, golden, args, reference_image):
+    """W x H with W != H: every resize takes (width, height), every tensor is [..., height, width]."""
+    width, height = args["W"], args["H"] + 2 * 8
+    pixels = pipe.reference_pixels(reference_image, width, height)
+    lanczos = np.asarray(reference_image.resize((width, height), Image.LANCZOS), np.float32) / 127.5 - 1
+    assert np.abs(pixels[0].permute(1, 2, 0).numpy() - lanczos).max() < 1e-6
+    frames = np.load(golden / "inputs/pose_frames_decoded.npz")["frames"][:3]
+    poses = pad_poses(resize_poses(frames, width, height), window=2, overlap=0)
+    assert poses.shape == (4, height, width, 3)
+    lanczos = Image.fromarray(frames[0]).resize((width, height), Image.LANCZOS)
+    np.testing.assert_array_equal(poses[0], np.asarray(lanczos))
+    latents = pipe.denoise(
+        poses,
+        pipe.encode_reference(reference_image, width, height),
+        steps=1,
+        guidance=args["cfg"],
+        window=2,
+        overlap=0,
+        generator=torch.Generator().manual_seed(args["seed"]),
+    )
+    assert latents.shape == (1, 4, 4, height // 8, width // 8)
+    decoded = next(pipe.decode(latents, chunk=1))
+    assert decoded.shape == (1, 3, height, width)
+    size = (frames.shape[2], frames.shape[1])
+    assert to_output_frames(decoded, size).shape == (1, *frames.shape[1:])

@@ -24,6 +24,9 @@ def test_frame_plan_skip_and_length():
     assert frame_plan(13, 300, 1) == [0, 2, 4, 6, 8, 10]
     assert frame_plan(12, 5, 0) == [0, 1, 2, 3, 4]
     assert frame_plan(10, 300, 2) == [0, 3, 6]
+    # With L below the source length the cut still counts source frames: min(5, 12) // 2 = 2 frames, not
+    # the 3 that frames[:5][::2] would give.
+    assert frame_plan(12, 5, 1) == [0, 2]
 
 
 def test_fps_is_floored_after_skip():
@@ -34,10 +37,42 @@ def test_fps_is_floored_after_skip():
 
 @pytest.mark.parametrize(
     ("length", "window", "overlap", "repeats"),
-    [(6, 4, 1, 1), (12, 4, 1, 1), (13, 4, 1, 0), (3, 4, 1, 1), (2, 4, 1, 2), (1, 4, 1, 0), (50, 48, 4, 42)],
+    [
+        (6, 4, 1, 1),
+        (12, 4, 1, 1),
+        (13, 4, 1, 0),
+        (3, 4, 1, 1),
+        (2, 4, 1, 2),
+        (1, 4, 1, 0),
+        (50, 48, 4, 42),
+        (5, 4, 0, 3),
+        (4, 4, 0, 0),
+        (4, 4, 1, 0),
+        (7, 3, 2, 0),
+    ],
 )
 def test_padding_repeats(length, window, overlap, repeats):
     assert padding_repeats(length, window, overlap) == repeats
+
+
+def upstream_uniform_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
+    """MusePose's "uniform" context scheduler as test_stage_2 drives it: step 0 (no offset), context stride
+    1, closed_loop=False."""
+    if frames <= window:
+        return [list(range(frames))]
+    stride = min(1, int(np.ceil(np.log2(frames / window))) + 1)
+    return [
+        [index % frames for index in range(start, start + window * step, step)]
+        for step in 1 << np.arange(stride)
+        for start in range(0, frames - overlap, window * step - overlap)
+    ]
+
+
+@pytest.mark.parametrize(("window", "overlap"), [(2, 0), (3, 0), (3, 2), (4, 1), (5, 4), (8, 3), (48, 4)])
+def test_windows_equal_upstreams_scheduler_for_any_length(window, overlap):
+    # Unpadded lengths included: there upstream wraps the last window around, and so do we.
+    for frames in range(1, 3 * window + 2):
+        assert context_windows(frames, window, overlap) == upstream_uniform_windows(frames, window, overlap)
 
 
 def test_windows_of_the_golden_case():

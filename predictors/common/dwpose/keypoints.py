@@ -117,11 +117,3 @@ class Pose:
             if feet is not None
             else np.full((subset.shape[0], 6, 2), -1.0),
         )
-
-    def to_dict(self) -> dict:
-        return {
-            "bodies": {"candidate": self.candidate.tolist(), "subset": self.subset.tolist()},
-            "hands": self.hands.tolist(),
-            "faces": self.faces.tolist(),
-            "feet": self.feet.tolist(),
-        }
