@@ -50,6 +50,15 @@ class Family:
     def tag(self) -> str:
         return f"sd_style/{self.name}"
 
+    def is_base_weight(self, dest: str) -> bool:
+        """Whether ``dest`` holds base-model weights, which a custom checkpoint replaces (its configs and
+        tokenizers stay in use: a single-file checkpoint is read with them)."""
+        return (
+            dest.startswith(self.base + "/")
+            and dest.endswith(".safetensors")
+            and not dest.startswith(self.safety_checker + "/")
+        )
+
 
 FAMILIES = {
     "sd15": Family(
@@ -310,6 +319,12 @@ class StylePipeline:
             raise InputError(f"Unknown style mode {job.style_mode!r}; use one of {', '.join(STYLE_MODES)}.")
         if not 0.0 < job.denoise <= 1.0:
             raise InputError(f"Denoise strength must be in (0, 1]; got {job.denoise}.")
+        # diffusers' img2img runs int(steps * strength) steps and fails obscurely on zero.
+        if job.denoise < 1.0 and int(job.steps * job.denoise) < 1:
+            raise InputError(
+                f"With denoise_strength {job.denoise}, {job.steps} step(s) leave no img2img step to run: "
+                f"use at least {math.ceil(1 / job.denoise)} steps or a higher denoise_strength."
+            )
         pipe = self.txt2img if job.denoise >= 1.0 else self.img2img
         pipe.scheduler = make_scheduler(job.scheduler, self._scheduler_config)
         pipe.set_ip_adapter_scale(adapter_scale(self.family.name, job.style_mode, job.style_strength))

@@ -10,6 +10,7 @@ import math
 import os
 import time
 from pathlib import Path as LocalPath
+from urllib.parse import urlsplit
 
 from cog import BasePredictor, Input, Path
 
@@ -17,7 +18,7 @@ from predictors.common import media, runtime, weights
 from predictors.common.errors import InputError, WeightsError
 from predictors.common.inputs import parse_blend_weights
 from predictors.sd_style.blocks import STYLE_MODES
-from predictors.sd_style.pipeline import SCHEDULERS, Job, StylePipeline, family_spec
+from predictors.sd_style.pipeline import SCHEDULERS, Family, Job, StylePipeline, family_spec
 
 FAMILY_ENV = "TRIPTYCH_SD_FAMILY"
 DEFAULT_NEGATIVE = "lowres, blurry, deformed, watermark, text, signature, jpeg artifacts, ugly"
@@ -62,7 +63,9 @@ def custom_checkpoint() -> LocalPath | None:
     if value.startswith(("http://", "https://")):
         from predictors.common import download
 
-        dest = weights.weights_root() / "custom" / value.rstrip("/").rsplit("/", 1)[-1]
+        # The file name comes from the URL's path: links often carry a query ("?download=true").
+        name = urlsplit(value).path.rstrip("/").rsplit("/", 1)[-1]
+        dest = weights.weights_root() / "custom" / name
         if not dest.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -78,18 +81,32 @@ def custom_checkpoint() -> LocalPath | None:
     return path
 
 
+def weights_needed(family: Family, custom_base: bool) -> str | list[str]:
+    """What ``weights.ensure`` fetches: the family's files, less the base weights a custom checkpoint replaces
+    (gigabytes that would otherwise be downloaded and never read)."""
+    if not custom_base:
+        return family.tag
+    files = weights.load_manifest().files
+    return [
+        name
+        for name, entry in files.items()
+        if family.tag in entry["needed_by"] and not family.is_base_weight(entry["dest"])
+    ]
+
+
 class Predictor(BasePredictor):
     def setup(self) -> None:
         started = time.perf_counter()
         self.family = family_spec(os.environ.get(FAMILY_ENV, "sd15").strip().lower())
-        weights.ensure(self.family.tag)
+        custom_base = custom_checkpoint()
+        weights.ensure(weights_needed(self.family, custom_base is not None))
         device = runtime.select_device()
         self.pipeline = StylePipeline.load(
             self.family,
             weights.weights_root(),
             device=device,
             dtype=runtime.select_dtype(device),
-            custom_base=custom_checkpoint(),
+            custom_base=custom_base,
         )
         self.outputs = media.Outputs()
         logger.info("Loaded %s on %s in %.1f s", self.family.name, device, time.perf_counter() - started)

@@ -58,7 +58,11 @@ def _job(**changes) -> Job:
 # The maps written out by hand, independently of blocks.py.
 EXPECTED_MAPS = {
     ("sd15", "style"): {"up": {"block_1": [0.8, 0.8, 0.8]}},
-    ("sd15", "style_and_layout"): {"down": {"block_2": [0.0, 0.8]}, "up": {"block_1": [0.8, 0.8, 0.8]}},
+    ("sd15", "style_and_layout"): {
+        "down": {"block_2": [0.8, 0.8]},
+        "mid": 0.8,
+        "up": {"block_1": [0.8, 0.8, 0.8]},
+    },
     ("sd15", "full"): 0.8,
     ("sdxl", "style"): {"up": {"block_0": [0.0, 0.8, 0.0]}},
     ("sdxl", "style_and_layout"): {"down": {"block_2": [0.0, 0.8]}, "up": {"block_0": [0.0, 0.8, 0.0]}},
@@ -106,9 +110,18 @@ def _stock(sp: StylePipeline, job: Job):
         {"style_mode": "style"},
         {"style_mode": "style_and_layout", "num_outputs": 2},
         {"style_mode": "full"},
+        {"style_mode": "style", "denoise": 0.6},
         {"style_mode": "style_and_layout", "denoise": 0.6},
+        {"style_mode": "full", "denoise": 0.6, "num_outputs": 2},
     ],
-    ids=["txt2img-style", "txt2img-style_and_layout-x2", "txt2img-full", "img2img-style_and_layout"],
+    ids=[
+        "txt2img-style",
+        "txt2img-style_and_layout-x2",
+        "txt2img-full",
+        "img2img-style",
+        "img2img-style_and_layout",
+        "img2img-full-x2",
+    ],
 )
 def test_parity_with_stock_diffusers(pipelines, family, changes):
     sp = pipelines[family]
@@ -155,7 +168,9 @@ EXPECTED_LAYERS = {
         "up_blocks.1.attentions.2.",
     ),
     ("sd15", "style_and_layout"): (
+        "down_blocks.2.attentions.0.",
         "down_blocks.2.attentions.1.",
+        "mid_block.attentions.0.",
         "up_blocks.1.attentions.0.",
         "up_blocks.1.attentions.1.",
         "up_blocks.1.attentions.2.",

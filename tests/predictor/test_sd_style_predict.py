@@ -3,8 +3,14 @@ custom checkpoints through COG_WEIGHTS and a missing weights file."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import inspect
+import re
 import shutil
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +18,7 @@ import torch
 from PIL import Image
 
 from predictors.common.errors import InputError, WeightsError
+from predictors.sd_style.pipeline import FAMILIES
 
 PARTS = ["sd15", "sdxl"]
 
@@ -174,6 +181,7 @@ def test_output_quality_changes_lossy_files(sd15, files):
         ({"style_image_2": "corrupt"}, "style image 2"),
         ({"canny_low": 200, "canny_high": 100}, "canny_low"),
         ({"style_weights": "1,2"}, "style_weights"),
+        ({"denoise_strength": 0.3, "steps": 2}, "at least 4 steps"),
     ],
 )
 def test_input_errors_are_clear(sd15, files, inputs, message):
@@ -208,40 +216,76 @@ def test_sdxl_family(sdxl, files):
     assert not np.array_equal(first, _pixels(other[0]))
 
 
-def test_custom_single_file_checkpoint(sd15, environment, root, files, tmp_path):
-    """COG_WEIGHTS with an original-layout .safetensors of the same tiny base gives the same images."""
+def _offline_copy(root, folder, **env) -> dict[str, str]:
+    """An environment on a copy of ``root`` at ``folder`` in which any download fails at once."""
+    copy = shutil.copytree(root, folder)
+    return {
+        "WEIGHTS_DIR": str(copy),
+        "TRIPTYCH_MANIFEST": str(copy / "weights_manifest.json"),
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens there
+        "TRIPTYCH_WEIGHTS_RETRIES": "1",
+        **env,
+    }
+
+
+def _drop_base_weights(env: dict[str, str], family: str) -> None:
+    """Delete the standard base model's weight files: a custom checkpoint must load without them."""
+    for path in (Path(env["WEIGHTS_DIR"]) / FAMILIES[family].base).rglob("*.safetensors"):
+        if "safety_checker" not in path.parts:
+            path.unlink()
+
+
+@contextlib.contextmanager
+def _serving(folder: Path):
+    """A loopback HTTP server for the files in ``folder``; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("source", ["path", "url"])
+def test_custom_single_file_checkpoint(sd15, root, files, tmp_path, source):
+    """COG_WEIGHTS with an original-layout .safetensors of the same tiny base gives the same images, from a
+    local path or from a URL (downloaded under the weights root; the query is not part of the file name)."""
     from tools.tiny_weights.sd15 import write_single_file
 
-    checkpoint = write_single_file(root, tmp_path / "custom.safetensors")
-    custom = _make_predictor({**environment, "COG_WEIGHTS": str(checkpoint)})
+    checkpoint = write_single_file(root, tmp_path / "served" / "custom.safetensors")
+    with _serving(checkpoint.parent) as base_url:
+        value = str(checkpoint) if source == "path" else f"{base_url}/custom.safetensors?download=true"
+        env = _offline_copy(root, tmp_path / "weights", COG_WEIGHTS=value)
+        _drop_base_weights(env, "sd15")
+        custom = _make_predictor(env)
+    if source == "url":
+        assert (Path(env["WEIGHTS_DIR"]) / "custom" / "custom.safetensors").is_file()
     ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
     stock = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=4)[0])
     assert np.abs(ours - stock).max() <= 1
 
 
-def test_custom_diffusers_folder_for_sdxl(sdxl, environment, root, files, tmp_path):
+def test_custom_diffusers_folder_for_sdxl(sdxl, root, files, tmp_path):
     """COG_WEIGHTS with a diffusers folder holding full-precision (non-variant) files."""
-    folder = shutil.copytree(root / "sdxl" / "stable-diffusion-xl-base-1.0", tmp_path / "my-sdxl")
+    folder = shutil.copytree(root / FAMILIES["sdxl"].base, tmp_path / "my-sdxl")
     for path in folder.rglob("*.fp16.safetensors"):
         path.rename(path.with_name(path.name.replace(".fp16", "")))
-    custom = _make_predictor({**environment, "TRIPTYCH_SD_FAMILY": "sdxl", "COG_WEIGHTS": str(folder)})
+    env = _offline_copy(root, tmp_path / "weights", TRIPTYCH_SD_FAMILY="sdxl", COG_WEIGHTS=str(folder))
+    _drop_base_weights(env, "sdxl")
+    custom = _make_predictor(env)
     ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
     stock = _pixels(predict(sdxl, files, max_side=256, output_format="png", seed=4)[0])
     assert np.abs(ours - stock).max() <= 1
 
 
-def test_missing_weights_file_is_named(environment, root, tmp_path):
-    copy = shutil.copytree(root, tmp_path / "weights")
-    (copy / "sd15/control_v11p_sd15_canny/diffusion_pytorch_model.fp16.safetensors").unlink()
-    env = {
-        "WEIGHTS_DIR": str(copy),
-        "TRIPTYCH_MANIFEST": str(copy / "weights_manifest.json"),
-        "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens there: the download fails at once
-        "TRIPTYCH_WEIGHTS_RETRIES": "1",
-    }
-    with pytest.raises(
-        WeightsError, match=r"control_v11p_sd15_canny/diffusion_pytorch_model\.fp16\.safetensors is missing"
-    ):
+def test_missing_weights_file_is_named(root, tmp_path):
+    missing = "sd15/control_v11p_sd15_canny/diffusion_pytorch_model.fp16.safetensors"
+    env = _offline_copy(root, tmp_path / "weights")
+    (Path(env["WEIGHTS_DIR"]) / missing).unlink()
+    with pytest.raises(WeightsError, match=re.escape(missing) + " is missing"):
         _make_predictor(env)
 
 

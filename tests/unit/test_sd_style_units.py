@@ -39,7 +39,12 @@ def test_canny_edges_finds_a_square_and_checks_thresholds():
 
 def test_adapter_scale_maps():
     assert adapter_scale("sd15", "full", 0.7) == 0.7
-    assert adapter_scale("sd15", "style", 0.5) == {"up": {"block_1": [0.5, 0.5, 0.5]}}
+    assert adapter_scale("sd15", "style", 0.5) == {"up": {"block_1": 0.5}}
+    assert adapter_scale("sd15", "style_and_layout", 0.5) == {
+        "down": {"block_2": 0.5},
+        "mid": 0.5,
+        "up": {"block_1": 0.5},
+    }
     assert adapter_scale("sdxl", "style", 0.5) == {"up": {"block_0": [0.0, 0.5, 0.0]}}
     assert adapter_scale("sdxl", "style_and_layout", 1.0) == {
         "down": {"block_2": [0.0, 1.0]},
