@@ -22,7 +22,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -37,6 +36,7 @@ from predictors.nst.stylize import (
     prepare_for_device,
     style_targets,
     stylize,
+    to_tensor,
     vgg_autocast,
 )
 from predictors.nst.vgg import VGGFeatures
@@ -47,8 +47,8 @@ REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "nst" / "vgg19_torchvisi
 
 
 def load(name: str, size: int) -> torch.Tensor:
-    image = Image.open(REPO_ROOT / "examples" / name).convert("RGB").resize((size, size), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    image = Image.open(REPO_ROOT / "examples" / name).convert("RGB")
+    return to_tensor(image.resize((size, size), Image.LANCZOS))
 
 
 def synchronize(device: torch.device) -> None:
@@ -161,10 +161,7 @@ class Bench:
         fast = FastStylizer(models / "arbitrary_predict.onnx", models / "arbitrary_transform.onnx")
         content = Image.open(REPO_ROOT / "examples" / "content.jpg").convert("RGB").resize((size, size))
         style = Image.open(REPO_ROOT / "examples" / "style.png").convert("RGB")
-        result = fast.stylize(content, [style])
-        return (
-            torch.from_numpy(np.asarray(result, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous()
-        )
+        return to_tensor(fast.stylize(content, [style]))
 
     def pyramid_evaluations(self, size: int, target: float, iterations: int) -> float | None:
         """The default coarse-to-fine pipeline (``stylize``) until the final scale reaches ``target``.

@@ -15,6 +15,7 @@ from predictors.nst.fast_start import FastStylizer
 from predictors.nst.stylize import (
     CONTENT_LAYER,
     STYLE_LAYERS,
+    STYLE_WEIGHT,
     Preview,
     Settings,
     Step,
@@ -28,9 +29,6 @@ VGG_DEST = "nst/vgg19-dcbb9e9d.pth"
 PREDICT_DEST = "nst/magenta/arbitrary_predict.onnx"
 TRANSFORM_DEST = "nst/magenta/arbitrary_transform.onnx"
 QUALITY_ITERATIONS = {"draft": 100, "standard": 300, "high": 600}
-# Base style weight: style_strength multiplies it (see the loss normalisation in stylize.py).
-STYLE_WEIGHT = 10.0
-MAX_STYLES = 3
 # Sides are multiples of 16 so that relu5_1 (after four 2x2 poolings) has at least one pixel.
 SIDE_MULTIPLE = 16
 
@@ -41,7 +39,9 @@ class Predictor(BasePredictor):
     def setup(self) -> None:
         paths = weights.ensure("nst")
         self.device = runtime.select_device()
-        self.vgg_state = read_checkpoint(paths[VGG_DEST])
+        # Style transfer uses only the convolutions; the classifier (about 0.5 GB) is not kept.
+        state = read_checkpoint(paths[VGG_DEST])
+        self.vgg_state = {key: value for key, value in state.items() if key.startswith("features.")}
         self.features: dict[tuple[str, str], VGGFeatures] = {}
         self.vgg("max", "zeros")
         self.fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=torch.get_num_threads())
@@ -67,8 +67,9 @@ class Predictor(BasePredictor):
             default="",
         ),
         max_side: int = Input(
-            description="Long side of the output in pixels (kept aspect, rounded to a multiple of 16). Above "
-            "about 800 px the coarse-to-fine schedule keeps the composition.",
+            description="Long side of the output in pixels (kept aspect, rounded to a multiple of 16; a "
+            "smaller content image is not enlarged). Above about 800 px the coarse-to-fine schedule keeps "
+            "the composition.",
             default=512,
             ge=64,
             le=2048,

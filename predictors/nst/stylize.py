@@ -43,12 +43,14 @@ MAX_LBFGS_HISTORY = 100
 MIN_LBFGS_HISTORY = 5
 _EPS = 1e-8
 MIN_SIDE = 16
+# With the relative-error terms below, style counts ten times the content by default.
+STYLE_WEIGHT = 10.0
 
 
 @dataclass(frozen=True)
 class Settings:
     content_weight: float = 1.0
-    style_weight: float = 10.0
+    style_weight: float = STYLE_WEIGHT
     tv_weight: float = 1.0
     style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
     iterations: int = 300
@@ -66,6 +68,8 @@ class Settings:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.colour not in COLOUR_MODES:
+            raise ValueError(f"colour must be one of {COLOUR_MODES}, got {self.colour!r}")
         if len(self.style_layer_weights) != len(STYLE_LAYERS):
             raise ValueError(f"style_layer_weights needs {len(STYLE_LAYERS)} values, one per {STYLE_LAYERS}")
         if self.iterations < 0:
@@ -381,8 +385,6 @@ def iterate(
         content_y = luminance(content)
         styles = [grey_rgb(match_luminance(luminance(style), content_y)) for style in styles]
         content = grey_rgb(content_y)
-    elif settings.colour != "none":
-        raise ValueError(f"colour must be one of {COLOUR_MODES}, got {settings.colour!r}")
 
     def output_colours(image: torch.Tensor) -> torch.Tensor:
         if settings.colour != "luminance":

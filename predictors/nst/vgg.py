@@ -186,14 +186,3 @@ class VGGFeatures(nn.Module):
             x, found = checkpoint(self._run, x, start, stop, use_reentrant=False)
             features.update(found)
         return features
-
-
-def load_vgg19(
-    path: str | Path,
-    layers: Iterable[str],
-    *,
-    pooling: str = "max",
-    padding: str = "zeros",
-) -> VGGFeatures:
-    """Load torchvision's VGG19 checkpoint (or one in its exact layout) as a feature extractor."""
-    return VGGFeatures(read_checkpoint(path), layers, pooling=pooling, padding=padding)

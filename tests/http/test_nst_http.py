@@ -126,14 +126,15 @@ def test_cancel_lands_within_an_iteration_and_the_server_recovers(server, images
     webhook.wait_for(
         lambda event: event["id"] == "nst-cancel" and len(iterations_logged(event.get("logs"))) >= 3
     )
-    seen = iterations_logged(server.log_text())[-1]
     assert server.cancel("nst-cancel").status_code == 200
+    # Read once the cancel is accepted, so a test process that is slow to get here only loosens the bound.
+    at_cancel = iterations_logged(server.log_text())[-1]
     final = webhook.wait_completed("nst-cancel")
     assert final["status"] == "canceled"
     done = iterations_logged(final.get("logs"))
     assert done and done[-1] < 5000
-    # The server log is ahead of the webhook; the cancel stops the loop at the next iteration boundary.
-    assert done[-1] <= seen + 2, (seen, done[-1])
+    # The server log is ahead of the webhook; the cancel lands inside the iteration that was running.
+    assert done[-1] <= at_cancel + 2, (at_cancel, done[-1])
     assert server.wait_ready(30)["status"] == "READY"
     after = server.predict({**images, "max_side": 64, "iterations": 1})
     assert after["status"] == "succeeded", after.get("error")

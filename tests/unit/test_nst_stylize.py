@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -23,6 +22,7 @@ from predictors.nst.stylize import (
     resize,
     style_targets,
     stylize,
+    to_tensor,
     tv_loss,
 )
 from predictors.nst.vgg import VGGFeatures
@@ -31,8 +31,8 @@ from tools.tiny_weights.vgg19 import tiny_vgg19_state_dict
 
 
 def load(name: str, size: int) -> torch.Tensor:
-    image = Image.open(REPO_ROOT / "examples" / name).convert("RGB").resize((size, size), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    image = Image.open(REPO_ROOT / "examples" / name).convert("RGB")
+    return to_tensor(image.resize((size, size), Image.LANCZOS))
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,19 @@ def test_lbfgs_runs_every_iteration_with_one_evaluation_each(vgg, content, style
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_lbfgs_keeps_stepping_when_the_gradient_is_tiny(vgg, content, style):
+    # At high resolution the per-pixel gradient of the normalised loss is tiny; L-BFGS's default
+    # tolerance_grad (1e-7) would then skip every update and leave the image where it started.
+    settings = Settings(content_weight=0.0, style_weight=1e-8, tv_weight=0.0)
+    grams = style_targets(vgg, [style], [1.0], (32, 32), 1.0)
+    start = resize(content, 32, 32)
+    optimisation = Optimisation(Objective(vgg, start, grams, settings), start, settings)
+    for _ in range(3):
+        optimisation.step()
+    assert optimisation.image.grad.abs().max() < 1e-7
+    assert not torch.equal(optimisation.image.detach(), start)
+
+
 def test_adam_keeps_the_image_in_range(vgg, content, style):
     grams = style_targets(vgg, [style], [1.0], (32, 32), 1.0)
     settings = Settings(optimizer="adam", adam_lr=0.2)
@@ -242,6 +255,8 @@ def test_settings_are_validated():
         Settings(optimizer="sgd")
     with pytest.raises(ValueError, match="init"):
         Settings(init="fast")
+    with pytest.raises(ValueError, match="colour"):
+        Settings(colour="sepia")
     with pytest.raises(ValueError, match="style_layer_weights"):
         Settings(style_layer_weights=(1.0,))
 

@@ -14,9 +14,15 @@ from predictors.nst.vgg import (
     EXPECTED_KEYS,
     FEATURES_LAYOUT,
     IMAGENET_MEAN,
-    load_vgg19,
+    VGGFeatures,
+    read_checkpoint,
 )
 from tools.tiny_weights.vgg19 import TINY_BLOCK_WIDTHS, tiny_vgg19_state_dict
+
+
+def load(path, layers, **options):
+    """The predictor's loading path: the checked state_dict, then the feature extractor."""
+    return VGGFeatures(read_checkpoint(path), layers, **options)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +50,7 @@ def test_tiny_checkpoint_has_exactly_torchvision_keys(state):
 
 
 def test_torchvision_layout_file_loads_with_widths_from_the_file(checkpoint):
-    vgg = load_vgg19(checkpoint, ["relu1_1", "relu3_1", "relu5_1"])
+    vgg = load(checkpoint, ["relu1_1", "relu3_1", "relu5_1"])
     features = vgg(torch.rand(1, 3, 64, 48))
     assert features["relu1_1"].shape == (1, TINY_BLOCK_WIDTHS[0], 64, 48)
     assert features["relu3_1"].shape == (1, TINY_BLOCK_WIDTHS[2], 16, 12)
@@ -53,7 +59,7 @@ def test_torchvision_layout_file_loads_with_widths_from_the_file(checkpoint):
 
 
 def test_only_builds_up_to_the_deepest_requested_layer(checkpoint):
-    vgg = load_vgg19(checkpoint, ["relu1_1"])
+    vgg = load(checkpoint, ["relu1_1"])
     assert vgg.names == ("conv1_1", "relu1_1")
     assert len(vgg.body) == 2
 
@@ -64,7 +70,7 @@ def test_missing_key_names_the_key_and_the_layout(tmp_path, state):
     path = tmp_path / "missing.pth"
     torch.save(broken, path)
     with pytest.raises(WeightsError, match=r"missing key 'features\.21\.weight'.*features\.\{0,2,5"):
-        load_vgg19(path, ["relu4_2"])
+        load(path, ["relu4_2"])
 
 
 def test_renamed_key_names_both_sides(tmp_path, state):
@@ -72,7 +78,7 @@ def test_renamed_key_names_both_sides(tmp_path, state):
     path = tmp_path / "renamed.pth"
     torch.save(broken, path)
     with pytest.raises(WeightsError) as raised:
-        load_vgg19(path, ["relu1_1"])
+        load(path, ["relu1_1"])
     message = str(raised.value)
     assert "missing key 'features.0.weight' (and 1 more)" in message
     assert "unexpected key 'features.conv1_1.bias'" in message
@@ -84,18 +90,18 @@ def test_broken_channel_chain_is_refused(tmp_path, state):
     path = tmp_path / "shape.pth"
     torch.save(broken, path)
     with pytest.raises(WeightsError, match=r"features\.2\.weight has shape \(4, 5, 3, 3\)"):
-        load_vgg19(path, ["relu1_1"])
+        load(path, ["relu1_1"])
 
 
 def test_not_a_checkpoint_is_a_weights_error(tmp_path):
     path = tmp_path / "junk.pth"
     path.write_bytes(b"not a torch file")
     with pytest.raises(WeightsError, match="could not be read"):
-        load_vgg19(path, ["relu1_1"])
+        load(path, ["relu1_1"])
 
 
 def test_imagenet_normalisation_is_inside_the_module(checkpoint, state):
-    vgg = load_vgg19(checkpoint, ["conv1_1"])
+    vgg = load(checkpoint, ["conv1_1"])
     mean_image = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(1, 3, 8, 8)
     # The mean colour normalises to zero, so the first convolution returns its bias alone.
     out = vgg(mean_image)["conv1_1"]
@@ -103,7 +109,7 @@ def test_imagenet_normalisation_is_inside_the_module(checkpoint, state):
 
 
 def test_requested_conv_output_is_not_overwritten_by_its_relu(checkpoint):
-    vgg = load_vgg19(checkpoint, ["conv1_2", "relu1_2", "relu1_1"])
+    vgg = load(checkpoint, ["conv1_2", "relu1_2", "relu1_1"])
     features = vgg(torch.rand(1, 3, 16, 16))
     assert (features["conv1_2"] < 0).any()
     assert torch.equal(features["relu1_2"], features["conv1_2"].clamp_min(0))
@@ -125,32 +131,32 @@ def test_avg_pool_scale_matches_max_pool_under_its_model():
 
 def test_avg_pooling_layer_applies_the_scale(checkpoint):
     image = torch.rand(1, 3, 16, 16)
-    avg = load_vgg19(checkpoint, ["relu1_2", "pool1"], pooling="avg")(image)
+    avg = load(checkpoint, ["relu1_2", "pool1"], pooling="avg")(image)
     assert torch.allclose(avg["pool1"], F.avg_pool2d(avg["relu1_2"], 2) * AVG_POOL_SCALE)
-    maximum = load_vgg19(checkpoint, ["relu1_2", "pool1"], pooling="max")(image)
+    maximum = load(checkpoint, ["relu1_2", "pool1"], pooling="max")(image)
     assert torch.equal(maximum["pool1"], F.max_pool2d(maximum["relu1_2"], 2))
 
 
 @pytest.mark.parametrize("padding", ["reflect", "replicate"])
 def test_padding_changes_only_the_border(checkpoint, padding):
     image = torch.rand(1, 3, 12, 12)
-    zeros = load_vgg19(checkpoint, ["conv1_1"])(image)["conv1_1"]
-    other = load_vgg19(checkpoint, ["conv1_1"], padding=padding)(image)["conv1_1"]
+    zeros = load(checkpoint, ["conv1_1"])(image)["conv1_1"]
+    other = load(checkpoint, ["conv1_1"], padding=padding)(image)["conv1_1"]
     assert torch.allclose(zeros[..., 1:-1, 1:-1], other[..., 1:-1, 1:-1])
     assert not torch.allclose(zeros[..., 0, :], other[..., 0, :])
 
 
 def test_unknown_layer_and_options_are_refused(checkpoint):
     with pytest.raises(ValueError, match="Unknown VGG19 layer"):
-        load_vgg19(checkpoint, ["relu6_1"])
+        load(checkpoint, ["relu6_1"])
     with pytest.raises(ValueError, match="pooling"):
-        load_vgg19(checkpoint, ["relu1_1"], pooling="l2")
+        load(checkpoint, ["relu1_1"], pooling="l2")
     with pytest.raises(ValueError, match="padding"):
-        load_vgg19(checkpoint, ["relu1_1"], padding="circular")
+        load(checkpoint, ["relu1_1"], padding="circular")
 
 
 def test_checkpointed_large_images_give_the_same_features_and_gradients(checkpoint):
-    vgg = load_vgg19(checkpoint, ["relu1_1", "relu3_1", "relu4_2", "relu5_1"])
+    vgg = load(checkpoint, ["relu1_1", "relu3_1", "relu4_2", "relu5_1"])
     image = torch.rand(1, 3, 32, 32)
 
     def run():
