@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,24 @@ def weights_env(monkeypatch):
         return root
 
     return apply
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_weights):
+    """``with tiny_predictor("predictors.nst.predict", ["vgg19"]) as p:`` -> a Predictor after setup().
+
+    The weights environment stays in force while the block is open, as it would in the container.
+    """
+    from tools.tiny_weights import environment
+
+    @contextmanager
+    def open_predictor(module: str, parts: list[str]):
+        root = tiny_weights(parts)
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in environment(root).items():
+                patch.setenv(key, value)
+            predictor = importlib.import_module(module).Predictor()
+            predictor.setup()
+            yield predictor
+
+    return open_predictor

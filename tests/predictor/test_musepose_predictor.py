@@ -109,17 +109,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_weights):
-    from tools.tiny_weights import environment
-
-    root = tiny_weights(["dwpose", "musepose"])
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in environment(root).items():
-            patch.setenv(key, value)
-        from predictors.musepose.predict import Predictor
-
-        instance = Predictor()
-        instance.setup()
+def predictor(tiny_predictor):
+    with tiny_predictor("predictors.musepose.predict", ["dwpose", "musepose"]) as instance:
         yield instance
 
 

@@ -38,17 +38,8 @@ DEFAULTS = {
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_weights):
-    from tools.tiny_weights import environment
-
-    root = tiny_weights(["vgg19"])
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in environment(root).items():
-            patch.setenv(key, value)
-        from predictors.nst.predict import Predictor
-
-        instance = Predictor()
-        instance.setup()
+def predictor(tiny_predictor):
+    with tiny_predictor("predictors.nst.predict", ["vgg19"]) as instance:
         yield instance
 
 
