@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,32 @@ def weights_root() -> Path:
 def custom_weights() -> str | None:
     """Cog's ``COG_WEIGHTS`` (a custom checkpoint URL or path), for predictors that accept one."""
     return os.environ.get("COG_WEIGHTS") or None
+
+
+def custom_weights_path() -> Path | None:
+    """``COG_WEIGHTS`` as a local path: a URL is downloaded once to ``<root>/custom/<name>`` (locked, atomic,
+    resumable like every weights file); a path must exist. None when it is not set."""
+    value = custom_weights()
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
+        path = Path(value)
+        if not path.exists():
+            raise WeightsError(f"COG_WEIGHTS points at {value}, which does not exist.")
+        return path
+    # The file name comes from the URL's path: links often carry a query ("?download=true").
+    name = urllib.parse.urlsplit(value).path.rstrip("/").rsplit("/", 1)[-1]
+    dest = weights_root() / "custom" / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(dest):
+        if not dest.is_file():
+            try:
+                download.fetch(value, dest, sha256=None, size=None)
+            except (download.TransferError, download.ChecksumError) as error:
+                raise WeightsError(
+                    f"The custom checkpoint at {value} (COG_WEIGHTS) could not be downloaded: {error}."
+                ) from None
+    return dest
 
 
 # ----------------------------------------------------------------------------------------------- manifest

@@ -9,13 +9,11 @@ from __future__ import annotations
 import math
 import os
 import time
-from pathlib import Path as LocalPath
-from urllib.parse import urlsplit
 
 from cog import BasePredictor, Input, Path
 
 from predictors.common import media, runtime, weights
-from predictors.common.errors import InputError, WeightsError
+from predictors.common.errors import InputError
 from predictors.common.inputs import parse_blend_weights
 from predictors.sd_style.blocks import STYLE_MODES
 from predictors.sd_style.pipeline import SCHEDULERS, Family, Job, StylePipeline, family_spec
@@ -55,32 +53,6 @@ def output_size(
     return size
 
 
-def custom_checkpoint() -> LocalPath | None:
-    """``COG_WEIGHTS`` as a local path; a URL is downloaded once under the weights root."""
-    value = weights.custom_weights()
-    if value is None:
-        return None
-    if value.startswith(("http://", "https://")):
-        from predictors.common import download
-
-        # The file name comes from the URL's path: links often carry a query ("?download=true").
-        name = urlsplit(value).path.rstrip("/").rsplit("/", 1)[-1]
-        dest = weights.weights_root() / "custom" / name
-        if not dest.is_file():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                download.fetch(value, dest, sha256=None, size=None)
-            except (download.TransferError, download.ChecksumError) as error:
-                raise WeightsError(
-                    f"The custom checkpoint at {value} (COG_WEIGHTS) could not be downloaded: {error}."
-                ) from None
-        return dest
-    path = LocalPath(value)
-    if not path.exists():
-        raise WeightsError(f"COG_WEIGHTS points at {value}, which does not exist.")
-    return path
-
-
 def weights_needed(family: Family, custom_base: bool) -> str | list[str]:
     """What ``weights.ensure`` fetches: the family's files, less the base weights a custom checkpoint replaces
     (gigabytes that would otherwise be downloaded and never read)."""
@@ -98,7 +70,7 @@ class Predictor(BasePredictor):
     def setup(self) -> None:
         started = time.perf_counter()
         self.family = family_spec(os.environ.get(FAMILY_ENV, "sd15").strip().lower())
-        custom_base = custom_checkpoint()
+        custom_base = weights.custom_weights_path()
         weights.ensure(weights_needed(self.family, custom_base is not None))
         device = runtime.select_device()
         self.pipeline = StylePipeline.load(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class FileServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                path = self.path.lstrip("/")
+                path = urllib.parse.urlsplit(self.path).path.lstrip("/")
                 server.requests.append((path, self.headers.get("Range")))
                 if path not in server.files:
                     self.send_error(404)
@@ -513,3 +514,23 @@ def test_custom_weights_reads_cog_weights(monkeypatch):
     assert weights.custom_weights() is None
     monkeypatch.setenv("COG_WEIGHTS", "https://example.org/custom.safetensors")
     assert weights.custom_weights() == "https://example.org/custom.safetensors"
+
+
+def test_custom_weights_url_is_downloaded_once_under_the_root(server, root, monkeypatch):
+    server.files["models/custom.safetensors"] = b"custom checkpoint"
+    monkeypatch.setenv("COG_WEIGHTS", server.url("models/custom.safetensors") + "?download=true")
+
+    first = weights.custom_weights_path()
+    second = weights.custom_weights_path()
+
+    assert first == second == root / "custom" / "custom.safetensors"
+    assert first.read_bytes() == b"custom checkpoint"
+    assert server.gets("models/custom.safetensors") == [None]
+
+
+def test_custom_weights_missing_local_path_is_one_clear_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("COG_WEIGHTS", str(tmp_path / "nowhere.safetensors"))
+    with pytest.raises(WeightsError, match=r"COG_WEIGHTS points at .*nowhere.safetensors, which does not"):
+        weights.custom_weights_path()
+    monkeypatch.delenv("COG_WEIGHTS")
+    assert weights.custom_weights_path() is None
