@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from predictors.common.dwpose import detector, session
 from predictors.common.errors import InputError
 from tools.tiny_weights import write_manifest
 
@@ -72,6 +71,7 @@ def write_video(
 
 
 def grey_frames(count: int = VIDEO_FRAMES, blank: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """Uniform grey frames, black at the ``blank`` indices, where the tiny detector finds nobody."""
     width, height = VIDEO_SIZE
     return [np.full((height, width, 3), 0 if i in blank else 60 + 10 * i, np.uint8) for i in range(count)]
 
@@ -112,19 +112,6 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 def predictor(tiny_predictor):
     with tiny_predictor("predictors.musepose.predict", ["dwpose", "musepose"]) as instance:
         yield instance
-
-
-@pytest.fixture
-def nobody_in_black_images(monkeypatch):
-    """The tiny detector always sees its one person; here an all-black image holds nobody, as it would."""
-    real = session.detect
-
-    def detect(model, image_rgb, rules):
-        if image_rgb.max() == 0:
-            return detector.Detections(np.zeros((0, 4)), np.zeros(0))
-        return real(model, image_rgb, rules)
-
-    monkeypatch.setattr(session, "detect", detect)
 
 
 def run(predictor, reference: Path, video: Path, **changes) -> list[Path]:
@@ -201,17 +188,17 @@ def test_clear_input_errors(predictor, inputs, changes, message):
         run(predictor, inputs["ref"], video, **changes)
 
 
-def test_no_person_in_the_reference(predictor, inputs, nobody_in_black_images):
+def test_no_person_in_the_reference(predictor, inputs):
     with pytest.raises(InputError, match="No person was found in the reference image"):
         run(predictor, inputs["empty"], inputs["dance"])
 
 
-def test_no_person_in_the_video(predictor, inputs, nobody_in_black_images):
+def test_no_person_in_the_video(predictor, inputs):
     with pytest.raises(InputError, match="No person was found in the dance video"):
         run(predictor, inputs["ref"], inputs["nobody"])
 
 
-def test_a_dancer_who_leaves_the_frame(predictor, inputs, nobody_in_black_images, capsys):
+def test_a_dancer_who_leaves_the_frame(predictor, inputs, capsys):
     frames, _ = read_video(
         run(predictor, inputs["ref"], inputs["gap"], skip=0, max_frames=6, keep_audio=False)[0]
     )

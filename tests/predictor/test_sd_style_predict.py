@@ -207,6 +207,29 @@ def test_flagged_outputs_are_withheld_unless_disabled(sd15, files):
             weights.copy_(saved)
 
 
+def test_only_flagged_outputs_are_withheld(sd15, files, capsys):
+    """The checker's verdict is steered to flag the first of two images; the pipeline path stays real."""
+    checker = sd15.pipeline.safety_checker
+    unchecked = predict(sd15, files, max_side=256, num_outputs=2, seed=1, output_format="png")
+    expected = [_pixels(path) for path in unchecked]
+    assert not np.array_equal(*expected)
+    real_forward = checker.forward
+
+    def flag_first(*args, **kwargs):
+        images, flags = real_forward(*args, **kwargs)
+        return images, [index == 0 for index in range(len(flags))]
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checker, "forward", flag_first)
+        kept = predict(sd15, files, max_side=256, num_outputs=2, seed=1, output_format="png")
+    assert len(kept) == 1
+    assert np.array_equal(_pixels(kept[0]), expected[1])
+    logs = capsys.readouterr().out
+    assert "Output 1 was flagged by the safety checker and is withheld." in logs
+    assert "Output 2 was flagged" not in logs
+
+
 def test_sdxl_family(sdxl, files):
     assert sdxl.family.name == "sdxl"
     outputs = predict(sdxl, files, max_side=264, num_outputs=2, output_format="png", seed=2, detail_pass=True)
@@ -266,6 +289,29 @@ def test_custom_single_file_checkpoint(sd15, root, files, tmp_path, source):
     ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
     stock = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=4)[0])
     assert np.abs(ours - stock).max() <= 1
+
+
+def test_custom_single_file_checkpoint_for_sdxl(sdxl, root, files, tmp_path):
+    """COG_WEIGHTS with an original-layout SDXL .safetensors (both text encoders, the second in OpenCLIP's
+    layout) loads without the standard base weights; a perturbed copy shows the file is what is used."""
+    from safetensors.torch import load_file, save_file
+
+    from tools.tiny_weights.sdxl import write_single_file
+
+    checkpoint = write_single_file(root, tmp_path / "sdxl-custom.safetensors")
+    env = _offline_copy(root, tmp_path / "weights", TRIPTYCH_SD_FAMILY="sdxl", COG_WEIGHTS=str(checkpoint))
+    _drop_base_weights(env, "sdxl")
+    custom = _make_predictor(env)
+    ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
+    stock = _pixels(predict(sdxl, files, max_side=256, output_format="png", seed=4)[0])
+    assert np.abs(ours - stock).max() <= 1
+    tensors = load_file(checkpoint)
+    projection = "conditioner.embedders.1.model.text_projection"
+    tensors[projection] = tensors[projection] * -1
+    save_file(tensors, str(checkpoint))
+    changed = _make_predictor(env)
+    other = _pixels(predict(changed, files, max_side=256, output_format="png", seed=4)[0])
+    assert np.abs(other - stock).max() > 1
 
 
 def test_custom_diffusers_folder_for_sdxl(sdxl, root, files, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from predictors.common.dwpose.detector import (
@@ -14,6 +15,7 @@ from predictors.common.dwpose.detector import (
     select_controlnet,
     select_musepose,
 )
+from tools.tiny_weights import dwpose as part
 
 
 def test_letterbox_top_left_pad_114_raw_values():
@@ -116,3 +118,18 @@ def test_no_detection_gives_empty_arrays():
     for select in (select_controlnet, select_musepose):
         found = select(boxes, scores)
         assert found.boxes.shape == (0, 4) and found.scores.shape == (0,)
+
+
+@pytest.mark.parametrize("rules", ["musepose", "controlnet"])
+def test_tiny_detector_sees_nobody_in_a_black_image(tmp_path, rules):
+    part.write_detector(tmp_path / "det.onnx")
+    session = ort.InferenceSession(str(tmp_path / "det.onnx"), providers=["CPUExecutionProvider"])
+    # 128x96 letterboxes at ratio 5 into 480x640 of content beside grey padding.
+    black = detect(session, np.zeros((128, 96, 3), np.uint8), rules)
+    assert black.boxes.shape == (0, 4) and black.scores.shape == (0,)
+    photo = np.random.default_rng(0).integers(0, 256, (128, 96, 3), dtype=np.uint8)
+    found = detect(session, photo, rules)
+    cx, cy, width, height, obj, cls = part.PERSON
+    box = np.array([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2]) / 5
+    np.testing.assert_allclose(found.boxes, [box], atol=1e-3)
+    np.testing.assert_allclose(found.scores, [obj * cls], rtol=1e-6)

@@ -1,12 +1,13 @@
 """Tiny DWPose stand-ins: ``dwpose/yolox_l.onnx`` and ``dwpose/dw-ll_ucoco_384.onnx`` with exactly the real
 input/output names, dtypes and shapes, a few KB each.
 
-The detector outputs a constant anchor table holding one standing person; the pose network outputs
-constant SimCC vectors with one peak per keypoint, laid out as a standing person inside the crop. Both
-read their input (times zero) so that ONNX Runtime runs a real graph on it. The pose network comes with a
-dynamic batch axis (``batch``, the default) or a fixed batch of 1; ``extra_gflops`` adds a convolution
-pyramid of about that cost per crop whose result is multiplied by zero, to benchmark batching at a
-realistic network cost.
+The detector outputs a constant anchor table holding one standing person when the image holds anything
+visible, and an all-zero table (objectness 0) when every image pixel is dark: the graph itself decides that
+a black frame holds nobody (so does a frame of exactly the padding grey, 114). The pose network outputs
+constant SimCC vectors with one peak per keypoint, laid out as a standing person inside the crop; it reads
+its input (times zero) so that ONNX Runtime runs a real graph on it. It comes with a dynamic batch axis
+(``batch``, the default) or a fixed batch of 1; ``extra_gflops`` adds a convolution pyramid of about that
+cost per crop whose result is multiplied by zero, to benchmark batching at a realistic network cost.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ CROP_WIDTH = 288
 
 # The person in letterbox pixels: centre x, centre y, width, height, objectness, class-0 probability.
 PERSON = (320.0, 320.0, 192.0, 544.0, 0.95, 0.9)
+# The letterbox's padding value, and the brightest channel value (0-255) that still counts as black.
+PAD_VALUE = 114.0
+DARK = 10.0
 
 # Body keypoints (COCO order) in crop coordinates, x in [0, 288), y in [0, 384): a person facing the camera,
 # arms slightly out. "Left" is the person's left, which appears on the image's right.
@@ -93,10 +97,31 @@ def detector_table(people=(PERSON,)) -> np.ndarray:
     return table
 
 
+def _visible_gate(nodes: list, inits: list) -> str:
+    """Nodes computing 1.0 when some image pixel is brighter than ``DARK``, else 0.0.
+
+    The letterbox pads with 114 in every channel, so a black image still reaches the network with grey
+    padding; pixels exactly 114 in all three channels count as padding and are left out."""
+    inits.append(numpy_helper.from_array(np.array(PAD_VALUE, dtype=np.float32), "det_pad"))
+    inits.append(numpy_helper.from_array(np.array(DARK, dtype=np.float32), "det_dark"))
+    inits.append(numpy_helper.from_array(np.array(1.0, dtype=np.float32), "det_one"))
+    nodes += [
+        helper.make_node("Equal", ["images", "det_pad"], ["det_pad_channel"]),
+        helper.make_node("Cast", ["det_pad_channel"], ["det_pad_channel_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMin", ["det_pad_channel_f"], ["det_padding"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["det_one", "det_padding"], ["det_content"]),
+        helper.make_node("Mul", ["images", "det_content"], ["det_content_pixels"]),
+        helper.make_node("ReduceMax", ["det_content_pixels"], ["det_brightest"], keepdims=0),
+        helper.make_node("Greater", ["det_brightest", "det_dark"], ["det_visible"]),
+        helper.make_node("Cast", ["det_visible"], ["det_gate"], to=TensorProto.FLOAT),
+    ]
+    return "det_gate"
+
+
 def write_detector(path: Path, people=(PERSON,)) -> None:
     nodes, inits = [], [numpy_helper.from_array(detector_table(people), "table")]
-    zero = _zero_of("images", "det", nodes, inits, rank=3)
-    nodes.append(helper.make_node("Add", [zero, "table"], ["output"]))
+    gate = _visible_gate(nodes, inits)
+    nodes.append(helper.make_node("Mul", ["table", gate], ["output"]))
     graph = helper.make_graph(
         nodes,
         "yolox_l_standin",

@@ -428,11 +428,12 @@ def _unet_key_to_ldm(key: str, unet_config: dict) -> str:
     head, rest = parts[0], parts[1:]
     direct = {
         "time_embedding": {"linear_1": "time_embed.0", "linear_2": "time_embed.2"},
+        "add_embedding": {"linear_1": "label_emb.0.0", "linear_2": "label_emb.0.2"},
         "conv_in": "input_blocks.0.0",
         "conv_norm_out": "out.0",
         "conv_out": "out.2",
     }
-    if head == "time_embedding":
+    if head in ("time_embedding", "add_embedding"):
         return ".".join([direct[head][rest[0]], *rest[1:]])
     if head in direct:
         return ".".join([direct[head], *rest])
@@ -489,11 +490,10 @@ def _vae_resnet(inner: list[str]) -> list[str]:
     return ["nin_shortcut" if inner[0] == "conv_shortcut" else inner[0], *inner[1:]]
 
 
-def write_single_file(root: Path, path: Path) -> Path:
-    """Write the tiny SD1.5 base (UNet, VAE, text encoder) as one original-layout ``.safetensors`` file."""
+def ldm_base_tensors(base: Path) -> dict[str, torch.Tensor]:
+    """The UNet and VAE of the diffusers folder ``base`` under their original-layout (LDM) key names."""
     from safetensors.torch import load_file
 
-    base = root / BASE
     unet_config = json.loads((base / "unet" / "config.json").read_text())
     vae_config = json.loads((base / "vae" / "config.json").read_text())
     tensors = {}
@@ -505,8 +505,21 @@ def write_single_file(root: Path, path: Path) -> Path:
         if ".mid.attn_1." in ldm and ldm.endswith("weight") and value.ndim == 2:
             value = value[:, :, None, None]  # the original VAE attention uses 1x1 convolutions
         tensors["first_stage_model." + ldm] = value
-    for key, value in load_file(base / "text_encoder" / "model.fp16.safetensors").items():
-        tensors["cond_stage_model.transformer." + key] = value
+    return tensors
+
+
+def save_single_file(tensors: dict[str, torch.Tensor], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     return path
+
+
+def write_single_file(root: Path, path: Path) -> Path:
+    """Write the tiny SD1.5 base (UNet, VAE, text encoder) as one original-layout ``.safetensors`` file."""
+    from safetensors.torch import load_file
+
+    base = root / BASE
+    tensors = ldm_base_tensors(base)
+    for key, value in load_file(base / "text_encoder" / "model.fp16.safetensors").items():
+        tensors["cond_stage_model.transformer." + key] = value
+    return save_single_file(tensors, path)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from tools.tiny_weights.sd15 import (
     IMAGE_ENCODER_CONFIG,
     IP_ADAPTER_ROOT,
@@ -20,8 +22,10 @@ from tools.tiny_weights.sd15 import (
     VAE_CONFIG,
     controlnet_config,
     ip_adapter_tensors,
+    ldm_base_tensors,
     randomize_zero_init,
     save_fp16_variant,
+    save_single_file,
     seeded,
     write_image_encoder,
     write_ip_adapter,
@@ -65,10 +69,13 @@ SCHEDULER_CONFIG = {
     "trained_betas": None,
     "use_karras_sigmas": False,
 }
+# Wider than text_encoder, as in the real model: single-file loaders tell the two encoders apart by width.
 TEXT_ENCODER_2_CONFIG = {
     **TEXT_ENCODER_CONFIG,
     "architectures": ["CLIPTextModelWithProjection"],
     "hidden_act": "gelu",
+    "hidden_size": 48,
+    "intermediate_size": 96,
     "projection_dim": 32,
 }
 ADDITION_TIME_EMBED_DIM = 8
@@ -137,3 +144,58 @@ def write(root: Path, seed: int) -> None:
     save_fp16_variant(vae, base / "vae")
     write_image_encoder(root, seed)
     write_safety_checker(root, seed)
+
+
+# Single-file (original SGM layout) checkpoint of the tiny base model, for tests of custom checkpoints.
+
+_OPEN_CLIP_LAYER_NAMES = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn.out_proj": "attn.out_proj",
+}
+_OPEN_CLIP_TOP_LEVEL = {
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+
+
+def open_clip_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A transformers ``CLIPTextModelWithProjection`` state dict in OpenCLIP's layout (fused q/k/v
+    ``in_proj``, ``resblocks``, ``text_projection`` stored transposed)."""
+    converted = {"text_projection": tensors["text_projection.weight"].T}
+    fused: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key in _OPEN_CLIP_TOP_LEVEL:
+            converted[_OPEN_CLIP_TOP_LEVEL[key]] = value
+            continue
+        if not key.startswith("text_model.encoder.layers."):
+            continue
+        layer, name = key.removeprefix("text_model.encoder.layers.").split(".", 1)
+        prefix = f"transformer.resblocks.{layer}."
+        if name.startswith("self_attn.") and name.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
+            projection, kind = name.split(".")[1:]
+            fused.setdefault(f"{prefix}attn.in_proj_{kind}", {})[projection] = value
+            continue
+        module, kind = name.rsplit(".", 1)
+        converted[f"{prefix}{_OPEN_CLIP_LAYER_NAMES[module]}.{kind}"] = value
+    for key, parts in fused.items():
+        converted[key] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]])
+    return converted
+
+
+def write_single_file(root: Path, path: Path) -> Path:
+    """Write the tiny SDXL base (UNet, VAE, both text encoders) as one original-layout ``.safetensors``."""
+    from safetensors.torch import load_file
+
+    base = root / BASE
+    tensors = ldm_base_tensors(base)
+    for key, value in load_file(base / "text_encoder" / "model.fp16.safetensors").items():
+        tensors["conditioner.embedders.0.transformer." + key] = value
+    second = load_file(base / "text_encoder_2" / "model.fp16.safetensors")
+    for key, value in open_clip_tensors(second).items():
+        tensors["conditioner.embedders.1.model." + key] = value
+    return save_single_file(tensors, path)
