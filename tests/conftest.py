@@ -32,20 +32,21 @@ def shared_dir() -> Path:
     return SHARED
 
 
+def _shared_subfolder(shared_dir: Path, name: str, what: str) -> Path:
+    path = shared_dir / name
+    if not path.is_dir():
+        pytest.skip(f"{what} not found at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def golden_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "golden"
-    if not path.is_dir():
-        pytest.skip(f"golden data not found at {path}")
-    return path
+    return _shared_subfolder(shared_dir, "golden", "golden data")
 
 
 @pytest.fixture(scope="session")
 def reference_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "reference"
-    if not path.is_dir():
-        pytest.skip(f"reference facts not found at {path}")
-    return path
+    return _shared_subfolder(shared_dir, "reference", "reference facts")
 
 
 @pytest.fixture(scope="session")

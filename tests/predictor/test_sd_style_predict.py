@@ -291,6 +291,19 @@ def test_custom_single_file_checkpoint(sd15, root, files, tmp_path, source):
     assert np.abs(ours - stock).max() <= 1
 
 
+def _sdxl_custom_against_stock(sdxl, root, files, tmp_path, custom_weights):
+    """Outputs of a predictor whose COG_WEIGHTS is ``custom_weights`` (standard base weights deleted, offline)
+    and of the stock tiny SDXL predictor, same inputs and seed; also the custom predictor's environment."""
+    env = _offline_copy(
+        root, tmp_path / "weights", TRIPTYCH_SD_FAMILY="sdxl", COG_WEIGHTS=str(custom_weights)
+    )
+    _drop_base_weights(env, "sdxl")
+    custom = _make_predictor(env)
+    ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
+    stock = _pixels(predict(sdxl, files, max_side=256, output_format="png", seed=4)[0])
+    return env, ours, stock
+
+
 def test_custom_single_file_checkpoint_for_sdxl(sdxl, root, files, tmp_path):
     """COG_WEIGHTS with an original-layout SDXL .safetensors (both text encoders, the second in OpenCLIP's
     layout) loads without the standard base weights; a perturbed copy shows the file is what is used."""
@@ -299,11 +312,7 @@ def test_custom_single_file_checkpoint_for_sdxl(sdxl, root, files, tmp_path):
     from tools.tiny_weights.sdxl import write_single_file
 
     checkpoint = write_single_file(root, tmp_path / "sdxl-custom.safetensors")
-    env = _offline_copy(root, tmp_path / "weights", TRIPTYCH_SD_FAMILY="sdxl", COG_WEIGHTS=str(checkpoint))
-    _drop_base_weights(env, "sdxl")
-    custom = _make_predictor(env)
-    ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
-    stock = _pixels(predict(sdxl, files, max_side=256, output_format="png", seed=4)[0])
+    env, ours, stock = _sdxl_custom_against_stock(sdxl, root, files, tmp_path, checkpoint)
     assert np.abs(ours - stock).max() <= 1
     tensors = load_file(checkpoint)
     projection = "conditioner.embedders.1.model.text_projection"
@@ -319,11 +328,7 @@ def test_custom_diffusers_folder_for_sdxl(sdxl, root, files, tmp_path):
     folder = shutil.copytree(root / FAMILIES["sdxl"].base, tmp_path / "my-sdxl")
     for path in folder.rglob("*.fp16.safetensors"):
         path.rename(path.with_name(path.name.replace(".fp16", "")))
-    env = _offline_copy(root, tmp_path / "weights", TRIPTYCH_SD_FAMILY="sdxl", COG_WEIGHTS=str(folder))
-    _drop_base_weights(env, "sdxl")
-    custom = _make_predictor(env)
-    ours = _pixels(predict(custom, files, max_side=256, output_format="png", seed=4)[0])
-    stock = _pixels(predict(sdxl, files, max_side=256, output_format="png", seed=4)[0])
+    _, ours, stock = _sdxl_custom_against_stock(sdxl, root, files, tmp_path, folder)
     assert np.abs(ours - stock).max() <= 1
 
 
