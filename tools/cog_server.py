@@ -42,7 +42,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 DEFAULT_EVENTS = ("start", "output", "logs", "completed")
 # What the images set (cog.yaml ``environment``); a server started here behaves like the container.
-IMAGE_ENVIRONMENT = {"TRIPTYCH_REJECT_LOCAL_PATHS": "1", "HF_HUB_OFFLINE": "1"}
+IMAGE_ENVIRONMENT = {
+    "TRIPTYCH_REJECT_LOCAL_PATHS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "XDG_CACHE_HOME": "/tmp/triptych-cache",
+}
 
 
 class ServerError(RuntimeError):

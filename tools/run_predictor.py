@@ -81,15 +81,6 @@ def parse_inputs(pairs: Iterable[str], info: _adt.PredictorInfo) -> dict[str, An
     return values
 
 
-def _local(value: Any) -> Any:
-    """Download URL inputs (Cog defers them as URLPath) so that predict() gets a local file."""
-    if isinstance(value, types.URLPath):
-        return value.convert()
-    if isinstance(value, list):
-        return [_local(item) for item in value]
-    return value
-
-
 def _results(output: Any) -> Iterator[Any]:
     if isinstance(output, (Iterator, list, tuple)):
         yield from output
@@ -125,7 +116,8 @@ def run(ref: str, pairs: list[str], out_dir: Path) -> list[str]:
     else:
         predictor.setup()
     printed = []
-    for value in _results(predictor.predict(**{name: _local(value) for name, value in kwargs.items()})):
+    # A URL input stays a deferred cog URLPath here; predict()'s boundary fetches it, as in the server.
+    for value in _results(predictor.predict(**kwargs)):
         line = save_output(value, out_dir)
         print(line, flush=True)
         printed.append(line)

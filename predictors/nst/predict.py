@@ -9,7 +9,7 @@ import torch
 from cog import BasePredictor, Input, Path
 from PIL import Image
 
-from predictors.common import media, runtime, weights
+from predictors.common import boundary, media, runtime, weights
 from predictors.common.inputs import parse_blend_weights
 from predictors.nst.fast_start import FastStylizer
 from predictors.nst.stylize import (
@@ -47,6 +47,9 @@ class Predictor(BasePredictor):
         self.fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=torch.get_num_threads())
         self.outputs = media.Outputs()
 
+    def healthcheck(self) -> bool:
+        return runtime.device_works(self.device)
+
     def vgg(self, pooling: str, padding: str) -> VGGFeatures:
         key = (pooling, padding)
         if key not in self.features:
@@ -55,6 +58,7 @@ class Predictor(BasePredictor):
             self.features[key] = model.to(self.device)
         return self.features[key]
 
+    @boundary.prediction
     def predict(
         self,
         content: Path = Input(description="The photo to stylise."),
@@ -147,10 +151,8 @@ class Predictor(BasePredictor):
     ) -> Iterator[Path]:
         self.outputs.start()
         content_image = media.load_image(content, what="content image")
-        style_paths = [path for path in (style, style_2, style_3) if path is not None]
-        style_images = [
-            media.load_image(path, what=f"style image {index + 1}") for index, path in enumerate(style_paths)
-        ]
+        named_styles = (("style image", style), ("style image 2", style_2), ("style image 3", style_3))
+        style_images = [media.load_image(path, what=what) for what, path in named_styles if path is not None]
         blend = parse_blend_weights(style_weights, len(style_images))
         seed = runtime.resolve_seed(seed, logger)
         count = QUALITY_ITERATIONS[quality] if iterations is None else iterations

@@ -12,7 +12,7 @@ import time
 
 from cog import BasePredictor, Input, Path
 
-from predictors.common import media, runtime, weights
+from predictors.common import boundary, media, runtime, weights
 from predictors.common.errors import InputError
 from predictors.common.inputs import parse_blend_weights
 from predictors.sd_style.blocks import STYLE_MODES
@@ -72,17 +72,21 @@ class Predictor(BasePredictor):
         self.family = family_spec(os.environ.get(FAMILY_ENV, "sd15").strip().lower())
         custom_base = weights.custom_weights_path()
         weights.ensure(weights_needed(self.family, custom_base is not None))
-        device = runtime.select_device()
+        self.device = runtime.select_device()
         self.pipeline = StylePipeline.load(
             self.family,
             weights.weights_root(),
-            device=device,
-            dtype=runtime.select_dtype(device),
+            device=self.device,
+            dtype=runtime.select_dtype(self.device),
             custom_base=custom_base,
         )
         self.outputs = media.Outputs()
-        logger.info("Loaded %s on %s in %.1f s", self.family.name, device, time.perf_counter() - started)
+        logger.info("Loaded %s on %s in %.1f s", self.family.name, self.device, time.perf_counter() - started)
 
+    def healthcheck(self) -> bool:
+        return runtime.device_works(self.device)
+
+    @boundary.prediction
     def predict(
         self,
         image: Path = Input(description="The content image: its structure (Canny edges) is kept."),
@@ -155,13 +159,15 @@ class Predictor(BasePredictor):
         self.outputs.start()
         if canny_low >= canny_high:
             raise InputError(f"canny_low ({canny_low}) must be below canny_high ({canny_high}).")
-        styles = [p for p in (style_image, style_image_2, style_image_3) if p is not None]
+        named_styles = (
+            ("style image", style_image),
+            ("style image 2", style_image_2),
+            ("style image 3", style_image_3),
+        )
+        styles = [(what, path) for what, path in named_styles if path is not None]
         blend = parse_blend_weights(style_weights, len(styles))
         content = media.load_image(image, what="content image")
-        style_images = [
-            media.load_image(path, what="style image" if i == 0 else f"style image {i + 1}")
-            for i, path in enumerate(styles)
-        ]
+        style_images = [media.load_image(path, what=what) for what, path in styles]
         size = output_size(
             *content.size, max_side=max_side, megapixels=megapixels, default_side=self.family.default_max_side
         )

@@ -2,8 +2,8 @@
 
 ``mode`` picks the branch: ``echo`` writes the inputs to a text file, ``frames`` yields ``count`` files one by
 one (iterator output), ``slow`` loops ``count`` times with a short sleep so a cancel can land mid-loop, and
-``fail`` raises ``ValueError`` with a message the client must see. ``image`` goes through the shared
-local-path check, as every predictor's file inputs do.
+``fail`` raises ``ValueError`` with a message the client must see. ``predict`` goes through the shared Cog
+boundary and ``image`` through the shared local-path check, as every predictor's do.
 """
 
 import json
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from cog import BasePredictor, Input, Path
 
+from predictors.common import boundary
 from predictors.common.errors import WeightsError
 from predictors.common.media import check_input_path
 
@@ -21,6 +22,7 @@ class Predictor(BasePredictor):
     def setup(self) -> None:
         self.out_dir = Path(tempfile.mkdtemp(prefix="echo-predictor-"))
 
+    @boundary.prediction
     def predict(
         self,
         text: str = Input(description="Text to echo; required."),
