@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.http import hostile
 from tests.http.harness import CogServer, WebhookReceiver
 
 
@@ -31,3 +32,24 @@ def webhook() -> Iterator[WebhookReceiver]:
     """A webhook receiver on 127.0.0.1 for the module's async predictions."""
     with WebhookReceiver() as receiver:
         yield receiver
+
+
+@pytest.fixture(scope="session")
+def predictor_server(tmp_path_factory) -> Iterator:
+    """``predictor_server("predictors/<name>/predict.py", env={...})`` -> a READY server shared by every
+    module of the session (of one xdist worker) that asks for the same predictor and environment.
+
+    A predictor's functional tests and its hostile-input cases use one xdist group, so the server starts once
+    for both. Its temp directory and HOME are private folders (``tests/http/hostile.py``).
+    """
+    servers: dict[tuple, CogServer] = {}
+
+    def get(predictor: str | Path, env: dict[str, str] | None = None) -> CogServer:
+        key = (str(predictor), tuple(sorted((env or {}).items())))
+        if key not in servers:
+            servers[key] = hostile.start(predictor, tmp_path_factory.mktemp("server"), env)
+        return servers[key]
+
+    yield get
+    for server in servers.values():
+        server.stop()

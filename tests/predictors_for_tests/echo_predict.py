@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from cog import BasePredictor, Input, Path
 
 from predictors.common import boundary
-from predictors.common.errors import WeightsError
+from predictors.common.errors import WeightsError, excerpt
 from predictors.common.media import check_input_path
 
 
@@ -36,7 +36,7 @@ class Predictor(BasePredictor):
     ) -> Iterator[Path]:
         image_bytes = check_input_path(image, "image").stat().st_size if image is not None else None
         if mode == "fail":
-            raise ValueError(f"The echo predictor was asked to fail for {text!r}.")
+            raise ValueError(f"The echo predictor was asked to fail for {excerpt(text)}.")
         if mode == "slow":
             for step in range(count):
                 print(f"slow step {step + 1}/{count}", flush=True)
