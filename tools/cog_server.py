@@ -93,7 +93,8 @@ class CogServer:
 
     ``predictor``: ``path/to/predict.py`` with an optional ``:ClassName`` (default ``Predictor``).
     ``env``: extra environment (for instance ``tools.tiny_weights.environment(root)``), applied over the
-    current environment and ``IMAGE_ENVIRONMENT``.
+    current environment and ``IMAGE_ENVIRONMENT``. ``args``: more server options, as the serving kit passes
+    them (``["--await-explicit-shutdown", "true"]``). ``conflicts`` counts the 409 answers retried.
     """
 
     def __init__(
@@ -101,11 +102,14 @@ class CogServer:
         predictor: str | Path,
         env: dict[str, str] | None = None,
         *,
+        args: Iterable[str] = (),
         ready_timeout: float = 300.0,
         request_timeout: float = 600.0,
     ) -> None:
         self.predictor_file, self.predictor_class = cog_schema.split_ref(predictor)
         self.extra_env = dict(env or {})
+        self.args = list(args)
+        self.conflicts = 0
         self.ready_timeout = ready_timeout
         self.request_timeout = request_timeout
         self.workdir: Path | None = None
@@ -148,7 +152,7 @@ class CogServer:
             self.port = free_port()
             self._log_handle = self.log_path.open("wb")
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+                [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1", *self.args],
                 cwd=self.workdir,
                 env=self._environment(),
                 stdout=self._log_handle,
@@ -239,8 +243,9 @@ class CogServer:
     ) -> requests.Response:
         """``POST /predictions`` and return the raw response (200, 202, 422...), retrying while it is 409.
 
-        Cog answers 409 (busy) to a share of back-to-back requests while the previous prediction is being
-        finished; a client waits and tries again.
+        Cog answers 409 (busy) while a prediction runs, and to a share of back-to-back requests while the
+        previous one is being finished; a client waits and tries again, with a growing delay (see
+        docs/serving.md).
         """
         body: dict[str, Any] = {"input": inputs}
         if prediction_id is not None:
@@ -258,6 +263,7 @@ class CogServer:
             )
             if response.status_code != 409 or time.monotonic() > deadline:
                 return response
+            self.conflicts += 1
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
