@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from tests.hostile_server import HostileServer
 from tests.http import hostile
 from tests.http.harness import data_uri, output_bytes
+from tools.hostile_hosts import HostileServer
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-hostile-echo")]
 

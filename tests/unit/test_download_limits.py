@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictors.common import download
-from tests.hostile_server import HostileServer
+from tools.hostile_hosts import HostileServer
 
 
 @pytest.fixture(scope="module")

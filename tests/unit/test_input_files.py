@@ -15,7 +15,7 @@ import pytest
 from predictors.common import input_files
 from predictors.common.errors import InputError
 from predictors.common.input_files import Limits, prediction_files
-from tests.hostile_server import HostileServer
+from tools.hostile_hosts import HostileServer
 
 BODY = bytes(range(256)) * 4
 
