@@ -1,7 +1,7 @@
 """Run a predictor once, without the Cog server, the way ``cog predict`` would inside the image.
 
-    python -m tools.run_predictor predictors/nst/predict.py -i content=@examples/content.jpg \\
-        -i style=@examples/style.png -i max_side=384 -o outputs/
+    python -m tools.run_predictor predictors/nst/predict.py -i image=@examples/content.jpg \\
+        -i style_image=@examples/style.png -i max_side=384 -o outputs/
 
 The predictor is imported by file path, ``setup()`` runs (with ``COG_WEIGHTS`` when it takes ``weights``),
 then ``predict()`` with the given inputs: ``@file`` is a file input, numbers and booleans are converted per
