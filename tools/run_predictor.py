@@ -13,6 +13,7 @@ their paths printed. A ``TriptychError`` prints its message alone and exits with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
@@ -93,6 +94,10 @@ def _local(value: Any) -> Any:
 def _results(output: Any) -> Iterator[Any]:
     if isinstance(output, (Iterator, list, tuple)):
         yield from output
+    elif dataclasses.is_dataclass(output):
+        # A cog.BaseModel output (a dataclass): its fields in order, the unset (None) ones left out.
+        values = (getattr(output, field.name) for field in dataclasses.fields(output))
+        yield from (value for value in values if value is not None)
     else:
         yield output
 

@@ -8,6 +8,9 @@
    are used as they are.
 3. Generation (``pipeline.MusePosePipeline``) at the generation size, then each decoded frame is resized back
    to the pose frames' size and streamed into the H.264 writer together with the dance video's audio.
+
+In pose-only mode the chain stops after step 2: the pose video and its first frame are written and no network
+of the generation is run, so a user can check the detection and the alignment in seconds.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Request:
     save_aligned_pose: bool = False
     save_comparison: bool = False
     keep_audio: bool = True
+    pose_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,11 @@ class FramePlan:
 
 @dataclass(frozen=True)
 class Result:
-    video: Path
-    aligned_pose: Path | None
+    """The files written (None: not asked for; ``video`` is None in pose-only mode) and the video's facts."""
+
+    video: Path | None
+    pose_video: Path | None
+    pose_preview: Path | None
     comparison: Path | None
     frames: int
     fps: Fraction
@@ -118,6 +125,15 @@ def _check(request: Request) -> None:
         )
     if request.window > MAX_WINDOW:
         raise InputError(f"The window can hold at most {MAX_WINDOW} frames (the motion modules' range).")
+    if request.pose_only and request.pose_video:
+        raise InputError(
+            "pose_only extracts the poses of a dance video, but pose_video says it already is one: "
+            "turn one of them off."
+        )
+    if request.pose_only and request.save_comparison:
+        raise InputError(
+            "save_comparison needs a generated video, which pose_only skips: turn one of them off."
+        )
 
 
 class Animator:
@@ -243,17 +259,26 @@ class Animator:
         fps = plan.fps
         self.log.info("Using %d frames of %d, output at %s fps.", plan.count, info.frame_count, fps)
 
-        aligned_path = outputs.new_path("aligned-pose", ".mp4") if request.save_aligned_pose else None
-        pose_size, size, resized = None, None, []
+        keep_poses = request.save_aligned_pose or request.pose_only
+        aligned_path = outputs.new_path("aligned-pose", ".mp4") if keep_poses else None
+        preview_path, pose_size, size, resized, count = None, None, None, [], 0
         with _maybe_writer(aligned_path, fps) as aligned_writer:
             for frame in self._pose_frames(request, reference, plan):
-                if size is None:
+                if pose_size is None:
                     pose_size = (frame.shape[1], frame.shape[0])
-                    size = generation_size(request, pose_size)
+                    if keep_poses:
+                        preview_path = outputs.save_image(Image.fromarray(frame), "pose-preview")
+                    if not request.pose_only:
+                        size = generation_size(request, pose_size)
                 if aligned_writer is not None:
                     aligned_writer.write(frame)
-                # Only the generation-size copy is kept: memory follows the generation size.
-                resized.append(resize_poses([frame], *size)[0])
+                count += 1
+                if size is not None:
+                    # Only the generation-size copy is kept: memory follows the generation size.
+                    resized.append(resize_poses([frame], *size)[0])
+        if request.pose_only:
+            self.log.info("Pose only: %d pose frames written, nothing generated.", count)
+            return Result(None, aligned_path, preview_path, None, count, fps, pose_size)
         resized = np.stack(resized)
         self.log.info("Generating %dx%d, resized back to %dx%d.", *size, *pose_size)
 
@@ -286,7 +311,7 @@ class Animator:
                         pose = cv2.resize(resized[written], pose_size, interpolation=cv2.INTER_LINEAR)
                         comparison.write(np.concatenate([reference_panel, pose, frame], axis=1))
                     written += 1
-        return Result(video_path, aligned_path, comparison_path, written, fps, pose_size)
+        return Result(video_path, aligned_path, preview_path, comparison_path, written, fps, pose_size)
 
 
 def _maybe_writer(path: Path | None, fps: Fraction, audio: Path | None = None):

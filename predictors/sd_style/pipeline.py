@@ -165,6 +165,10 @@ class Job:
     seed: int = 0
     detail_pass: bool = False
 
+    def control_image(self) -> Image.Image:
+        """The Canny edge map the canny ControlNet is conditioned on."""
+        return canny_edges(self.content, self.canny_low, self.canny_high)
+
 
 StepCallback = Callable[[str, int, int], None]
 
@@ -296,7 +300,7 @@ class StylePipeline:
     def call_arguments(self, job: Job) -> dict:
         """The keyword arguments of the diffusers call for the main pass, besides the adapter embeddings."""
         width, height = job.content.size
-        control = canny_edges(job.content, job.canny_low, job.canny_high)
+        control = job.control_image()
         arguments = {
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt or None,
@@ -354,10 +358,7 @@ class StylePipeline:
         count = len(images)
         self.detail.scheduler = make_scheduler(job.scheduler, self._scheduler_config)
         width, height = job.content.size
-        if self.family.tile is not None:
-            control = images
-        else:
-            control = [canny_edges(job.content, job.canny_low, job.canny_high)] * count
+        control = images if self.family.tile is not None else [job.control_image()] * count
         # One [negative, positive] pair per output: the batch here is the outputs, not one prompt.
         batch_embeds = [
             torch.cat([half.repeat(count, 1, 1) for half in embed.chunk(embed.shape[0])]) for embed in embeds

@@ -128,3 +128,16 @@ def test_make_predict_offline_ends_with_the_weights_sentence(tmp_path):
         f"connected machine, or copy the file to {tmp_path / 'weights' / vgg}.\n"
     )
     assert "Traceback" not in result.stdout
+
+
+def test_a_base_model_output_gives_its_set_fields_in_order(tmp_path):
+    from cog import BaseModel
+    from cog import Path as CogPath
+
+    class Output(BaseModel):
+        video: CogPath | None = None
+        preview: CogPath | None = None
+        comparison: CogPath | None = None
+
+    video, comparison = CogPath(tmp_path / "video.mp4"), CogPath(tmp_path / "comparison.mp4")
+    assert list(run_predictor._results(Output(video=video, comparison=comparison))) == [video, comparison]
