@@ -108,7 +108,7 @@ class Source:
         previous = self._tokens[index - 1][2]
         opens_call = (
             previous in (")", "]")
-            or previous[:1] in "\"'"
+            or previous[-1:] in ('"', "'")
             or (previous.isidentifier() and not keyword.iskeyword(previous))
         )
         return not opens_call
