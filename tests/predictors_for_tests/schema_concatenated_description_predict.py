@@ -1,4 +1,7 @@
-"""A description made of two adjacent string literals: the Cog CLI writes its raw text, quotes and all."""
+"""A description made of two adjacent string literals: the Cog CLI writes its raw text, quotes and all.
+
+(The pieces are too long to fit on one line together, so the formatter leaves them apart.)
+"""
 
 from cog import BasePredictor, Input
 
@@ -7,7 +10,8 @@ class Predictor(BasePredictor):
     def predict(
         self,
         prompt: str = Input(
-            description="What to draw; one sentence.",
+            description="What to draw: one sentence naming the subject, the setting and the light; "
+            "the style comes from the style image.",
             default="a cat",
         ),
     ) -> str:

@@ -546,7 +546,10 @@ def test_descriptions_the_cli_cannot_read_are_dropped(tmp_path, description):
 
 def test_the_concatenated_description_predictor_is_garbled():
     prop = schemas_of(CONCATENATED_DESCRIPTION)["Input"]["properties"]["prompt"]
-    assert prop["description"] == 'What to draw; "\n            "one sentence.'
+    assert prop["description"] == (
+        'What to draw: one sentence naming the subject, the setting and the light; "\n'
+        '            "the style comes from the style image.'
+    )
 
 
 def test_run_wins_over_predict_and_parents_in_the_file_count(tmp_path):
@@ -653,9 +656,12 @@ def test_a_named_bound_is_caught_as_a_difference():
 
 
 def test_a_concatenated_description_is_caught_as_a_difference():
+    written = schemas_of(CONCATENATED_DESCRIPTION)["Input"]["properties"]["prompt"]["description"]
+    meant = "What to draw: one sentence naming the subject, the setting and the light; " + (
+        "the style comes from the style image."
+    )
     assert schema_differences(CONCATENATED_DESCRIPTION) == [
-        "input 'prompt': description is 'What to draw; \"\\n            \"one sentence.' in the static "
-        "schema, 'What to draw; one sentence.' in the code"
+        f"input 'prompt': description is {written!r} in the static schema, {meant!r} in the code"
     ]
 
 
