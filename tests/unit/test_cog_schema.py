@@ -262,36 +262,107 @@ def test_the_file_is_byte_for_byte_what_go_json_marshal_writes(tmp_path):
     assert target.read_text(encoding="utf-8") == text
 
 
-def test_static_schema_gen_integration_case(tmp_path):
-    """integration-tests/tests/static_schema_gen.txtar: the substrings the CLI's own test expects."""
-    text = cog_schema.generate_text(
-        write_source(
-            tmp_path,
-            """
-            from cog import BasePredictor, Input, Path
+INTEGRATION_CASES = {
+    "static_schema_gen": (
+        """
+        from cog import BasePredictor, Input, Path
 
 
-            class Predictor(BasePredictor):
-                def predict(
-                    self,
-                    text: str,
-                    image: Path,
-                    count: int = Input(description="Number of iterations", default=5, ge=1, le=100),
-                    mode: str = Input(
-                        description="Quality mode", default="fast", choices=["fast", "balanced", "quality"]
-                    ),
-                ) -> str:
-                    return text
-            """,
-        )
-    )
-    for expected in (
-        '"openapi":"3.0.2"',
-        '"default":5',
-        '"enum":["fast","balanced","quality"]',
-        '"required":["text","image"]',
-    ):
-        assert expected in text
+        class Predictor(BasePredictor):
+            def predict(
+                self,
+                text: str,
+                image: Path,
+                count: int = Input(description="Number of iterations", default=5, ge=1, le=100),
+                mode: str = Input(
+                    description="Quality mode", default="fast", choices=["fast", "balanced", "quality"]
+                ),
+            ) -> str:
+                return text
+        """,
+        [
+            '"openapi":"3.0.2"',
+            '"default":5',
+            '"enum":["fast","balanced","quality"]',
+            '"required":["text","image"]',
+        ],
+    ),
+    "build_openapi_schema": (
+        """
+        from cog import BasePredictor, Path
+
+
+        class Predictor(BasePredictor):
+            def predict(self, text: str, path: Path) -> Path:
+                return path
+        """,
+        ['"title":"Input"', '"required":["text","path"]', '"format":"uri"'],
+    ),
+    "build_openapi_schema_complex": (
+        """
+        from typing import Optional
+
+        from cog import BaseModel, BasePredictor, Input, Path, Secret
+
+
+        class Output(BaseModel):
+            text: str
+            score: float
+
+
+        class Predictor(BasePredictor):
+            def predict(
+                self,
+                prompt: str = Input(description="The prompt", default="hello"),
+                temperature: float = Input(description="Sampling temp", ge=0, le=2, default=0.7),
+                style: str = Input(
+                    description="Style", choices=["fast", "balanced", "quality"], default="balanced"
+                ),
+                api_key: Secret = Input(description="API key"),
+                image: Optional[Path] = Input(description="Optional image", default=None),
+            ) -> Output:
+                return Output(text=prompt, score=temperature)
+        """,
+        [
+            '"minimum":0',
+            '"maximum":2',
+            '"enum":["fast","balanced","quality"]',
+            '"x-cog-secret":true',
+            '"default":"hello"',
+        ],
+    ),
+    "static_schema_secret_optional": (
+        """
+        from cog import BasePredictor, Input, Secret
+
+
+        class Predictor(BasePredictor):
+            def predict(
+                self,
+                prompt: str = Input(description="Text prompt"),
+                api_key: Secret = Input(description="Your API key (optional)", default=None),
+                api_key_required: Secret = Input(description="Required API key"),
+                seed: int = Input(description="Random seed", default=None),
+            ) -> str:
+                return prompt
+        """,
+        [
+            '"format":"password"',
+            '"default":null',
+            '"nullable":true',
+            '"required":["prompt","api_key_required","seed"]',
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INTEGRATION_CASES))
+def test_cli_integration_cases(tmp_path, case):
+    """integration-tests/tests/<case>.txtar of the CLI: the substrings its own tests expect in the file."""
+    source, expected = INTEGRATION_CASES[case]
+    text = cog_schema.generate_text(write_source(tmp_path, source))
+    missing = [substring for substring in expected if substring not in text]
+    assert not missing, text
 
 
 @pytest.mark.parametrize(
