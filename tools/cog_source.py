@@ -594,10 +594,12 @@ class FileContext:
         """Whether the CLI would read ``module`` from the project (``moduleToFilePath``,
         ``isKnownExternalModule`` in python/models.go): a ``.py`` file, or a package folder whose modules
         it tries next, under the project root (or beside the file, for a relative import)."""
-        if module.split(".")[0] in _KNOWN_EXTERNAL:
+        dot = module.find(".")
+        if (module[:dot] if dot > 0 else module).lstrip(".") in _KNOWN_EXTERNAL:
             return False
-        parts = module.lstrip(".").split(".")
-        base = self.path.parent if module.startswith(".") else self.source_dir
+        level = len(module) - len(module.lstrip("."))
+        parts = module[level:].split(".")
+        base = self.path.parents[level - 1] if level else self.source_dir
         target = base.joinpath(*parts) if parts[0] else base
         return target.with_suffix(".py").is_file() or target.is_dir()
 

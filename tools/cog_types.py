@@ -154,9 +154,6 @@ class InputType:
     variants: list[InputType] = field(default_factory=list)
     nullable: bool = False
 
-    def copy(self) -> InputType:
-        return InputType(self.kind, self.primitive, self.elem, list(self.variants), self.nullable)
-
 
 def input_primitive(primitive: Primitive) -> InputType:
     """``InputPrimitive`` (types.go)."""
@@ -412,7 +409,7 @@ def _resolve_input(ann: Annotation, scope: TypeScope) -> InputType:
         if outer == "Optional":
             if len(ann.args) != 1:
                 raise unsupported_type(f"Optional expects exactly 1 type argument, got {len(ann.args)}")
-            inner = _resolve_input(ann.args[0], scope).copy()
+            inner = _resolve_input(ann.args[0], scope)
             inner.nullable = True
             return inner
         if outer == "Union":
@@ -448,7 +445,7 @@ def _resolve_input_union(args: tuple[Annotation, ...], scope: TypeScope) -> Inpu
     if not variants:
         raise unsupported_type("union inputs must include at least one non-None type")
     if len(variants) == 1:
-        variant = variants[0].copy()
+        variant = variants[0]
         variant.nullable = variant.nullable or nullable
         return variant
     for variant in variants:

@@ -791,3 +791,20 @@ def test_input_validation_matches_the_server(document, tmp_path):
             run_predictor.UsageError, match="^" + message.replace("[", r"\[").replace("]", r"\]")
         ):
             run_predictor.check_inputs(component, bad)
+
+
+@pytest.mark.parametrize(
+    ("output", "prelude", "feature"),
+    [
+        ("Result", "from helpers import Result", "cross-file types"),
+        ("Result", "from typing import TypedDict\n\nclass Result(TypedDict):\n    a: int", "TypedDict types"),
+        ("Annotated[dict, Opaque]", "from typing import Annotated\nfrom cog import Opaque", "Opaque"),
+    ],
+)
+def test_what_the_port_does_not_copy_is_refused_not_guessed(tmp_path, output, prelude, feature):
+    """The CLI reads the project's other files, TypedDicts and Opaque types; this port says so and stops."""
+    (tmp_path / "helpers.py").write_text(
+        "from cog import BaseModel\n\nclass Result(BaseModel):\n    a: int\n"
+    )
+    with pytest.raises(cog_schema.NotMirrored, match=feature):
+        cog_schema.generate(predict_with(tmp_path, "x: str", prelude, output=output))
