@@ -29,7 +29,7 @@ lint: setup
 
 predict: setup
 	$(PY) -m tools.run_predictor predictors/nst/predict.py \
-	    -i content=@examples/content.jpg -i style=@examples/style.png -o outputs/
+	    -i image=@examples/content.jpg -i style_image=@examples/style.png -o outputs/
 
 smoke: setup
 	$(PY) -m tools.smoke

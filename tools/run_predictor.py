@@ -1,7 +1,7 @@
 """Run a predictor once, without the Cog server, the way ``cog predict`` would inside the image.
 
-    python -m tools.run_predictor predictors/nst/predict.py -i content=@examples/content.jpg \\
-        -i style=@examples/style.png -i max_side=384 -o outputs/
+    python -m tools.run_predictor predictors/nst/predict.py -i image=@examples/content.jpg \\
+        -i style_image=@examples/style.png -i max_side=384 -o outputs/
 
 As ``cog predict`` does, this first makes the OpenAPI schema from the source by the CLI's static rules
 (``tools.cog_schema``; a predictor the CLI refuses is refused here, with its message) and types the inputs
