@@ -2,8 +2,11 @@
 
 ``choices`` come from a module-level list, from ``list(D.keys())`` of a module-level dict, and from ``+`` of
 the two; bounds and defaults are number literals; each description is one string literal. The static
-schema (tools/cog_schema.py) and the imported signature must agree on every field.
+schema (tools/cog_schema.py) and the imported signature must agree on every field. predict() writes three
+small files named after the output fields, so that the runners' handling of a named output is tested too.
 """
+
+import tempfile
 
 from cog import BaseModel, BasePredictor, Input, Path
 
@@ -31,4 +34,9 @@ class Predictor(BasePredictor):
         seed: int | None = Input(description="Random seed; empty draws one.", default=None),
         mask: Path | None = Input(description="An optional mask.", default=None),
     ) -> Output:
-        raise NotImplementedError
+        out_dir = Path(tempfile.mkdtemp(prefix="schema-literal-"))
+        files = {}
+        for name in ("video", "pose_video", "comparison"):
+            files[name] = out_dir / f"{name}.txt"
+            files[name].write_text(f"{name} {scheduler} {quality} {window}")
+        return Output(**files)

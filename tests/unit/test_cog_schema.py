@@ -532,6 +532,23 @@ def test_target_lookup_errors(tmp_path):
     assert refusal(write_source(tmp_path, no_return)).message == "predict"  # TestMissingReturnType
 
 
+@pytest.mark.parametrize(
+    ("output", "prelude", "feature"),
+    [
+        ("Result", "from helpers import Result", "cross-file types"),
+        ("Result", "from typing import TypedDict\n\nclass Result(TypedDict):\n    a: int", "TypedDict types"),
+        ("Annotated[dict, Opaque]", "from typing import Annotated\nfrom cog import Opaque", "Opaque"),
+    ],
+)
+def test_what_the_port_does_not_copy_is_refused_not_guessed(tmp_path, output, prelude, feature):
+    """The CLI reads the project's other files, TypedDicts and Opaque types; this port says so and stops."""
+    (tmp_path / "helpers.py").write_text(
+        "from cog import BaseModel\n\nclass Result(BaseModel):\n    a: int\n"
+    )
+    with pytest.raises(cog_schema.NotMirrored, match=feature):
+        cog_schema.generate(predict_with(tmp_path, "x: str", prelude, output=output))
+
+
 # -- what the CLI accepts, and what it drops or garbles without a word ---------------------------------------
 
 
@@ -793,18 +810,10 @@ def test_input_validation_matches_the_server(document, tmp_path):
             run_predictor.check_inputs(component, bad)
 
 
-@pytest.mark.parametrize(
-    ("output", "prelude", "feature"),
-    [
-        ("Result", "from helpers import Result", "cross-file types"),
-        ("Result", "from typing import TypedDict\n\nclass Result(TypedDict):\n    a: int", "TypedDict types"),
-        ("Annotated[dict, Opaque]", "from typing import Annotated\nfrom cog import Opaque", "Opaque"),
-    ],
-)
-def test_what_the_port_does_not_copy_is_refused_not_guessed(tmp_path, output, prelude, feature):
-    """The CLI reads the project's other files, TypedDicts and Opaque types; this port says so and stops."""
-    (tmp_path / "helpers.py").write_text(
-        "from cog import BaseModel\n\nclass Result(BaseModel):\n    a: int\n"
-    )
-    with pytest.raises(cog_schema.NotMirrored, match=feature):
-        cog_schema.generate(predict_with(tmp_path, "x: str", prelude, output=output))
+def test_make_predict_saves_each_file_of_a_named_output(tmp_path, capsys):
+    image = tmp_path / "image.png"
+    image.write_bytes(b"png")
+    assert run_predictor.main([str(LITERAL), "-i", f"image=@{image}", "-o", str(tmp_path / "out")]) == 0
+    printed = [Path(line) for line in capsys.readouterr().out.split()]
+    assert [path.name for path in printed] == ["video.txt", "pose_video.txt", "comparison.txt"]
+    assert printed[0].read_text() == "video ddim standard 48"
