@@ -119,7 +119,14 @@ def test_cog_commands_use_the_current_cli():
     for page, words in found:
         command = words[1]
         assert command in COG_FLAGS, f"{page.name}: `cog {command}` is not a command of the current CLI"
-        flags = {word.split("=", 1)[0] for word in words[2:] if word.startswith("-")}
+        arguments = words[2:]
+        if command == "exec":
+            # exec.go sets SetInterspersed(false): from the first positional word on, it is the command's.
+            index = 0
+            while index < len(arguments) and arguments[index].startswith("-"):
+                index += 2 if arguments[index] in ("-f", "--file", "-p", "--publish", "-e", "--env") else 1
+            arguments = arguments[:index]
+        flags = {word.split("=", 1)[0] for word in arguments if word.startswith("-")}
         unknown = flags - COG_FLAGS[command]
         assert not unknown, f"{page.name}: `cog {command}` has no {sorted(unknown)}"
         if command in ("predict", "run"):
