@@ -18,7 +18,6 @@ from predictors.nst.stylize import (
     STYLE_WEIGHT,
     Preview,
     Settings,
-    Step,
     iterate,
     to_image,
     to_tensor,
@@ -208,7 +207,6 @@ class Predictor(BasePredictor):
                 settings,
                 blend=blend,
                 init_image=init_image,
-                on_step=log_step,
             )
             for event in events:
                 if isinstance(event, Preview):
@@ -216,18 +214,3 @@ class Predictor(BasePredictor):
                 else:
                     logger.info("Done after %d objective evaluations", event.evaluations)
                     yield save(to_image(event.image), "output")
-
-
-def log_step(step: Step) -> None:
-    terms = " ".join(f"{name} {value:.4g}" for name, value in step.losses.items())
-    width, height = step.size
-    logger.info(
-        "iteration %d/%d (scale %d/%d, %dx%d): %s",
-        step.iteration,
-        step.total,
-        step.scale + 1,
-        step.scales,
-        width,
-        height,
-        terms,
-    )
