@@ -187,16 +187,13 @@ class Predictor(BasePredictor):
         )
         logger.info("Rendering %d image(s) at %dx%d, %d steps (%s)", num_outputs, *size, steps, scheduler)
         with runtime.oom_guard("Lower max_side, megapixels or num_outputs."):
-            images = self.pipeline.run(job, on_step=self._log_step)
+            images = self.pipeline.run(job)
         if not disable_safety_checker:
             images = self._withhold_flagged(images)
         return [
             Path(self.outputs.save_image(img, f"sd-style-{seed}", output_format, output_quality))
             for img in images
         ]
-
-    def _log_step(self, stage: str, step: int, total: int) -> None:
-        logger.info("%s pass: step %d/%d", stage, step, total)
 
     def _withhold_flagged(self, images):
         flags = self.pipeline.flag_unsafe(images)
