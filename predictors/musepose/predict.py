@@ -7,7 +7,7 @@ from cog import BasePredictor, Input, Path
 from predictors.common import media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
-from predictors.musepose.pipeline import MAX_WINDOW, MusePosePipeline, Progress, load_models
+from predictors.musepose.pipeline import MAX_WINDOW, MusePosePipeline, load_models
 
 WEIGHTS = {
     "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
@@ -22,17 +22,6 @@ FOLDERS = ("vae", "image_encoder")
 OOM_REMEDY = "Lower the resolution, the window (for example 24) or max_frames, and try again."
 
 logger = runtime.get_logger("musepose")
-
-
-def log_progress(progress: Progress) -> None:
-    logger.info(
-        "step %d/%d, window %d/%d (t=%d)",
-        progress.step + 1,
-        progress.steps,
-        progress.window + 1,
-        progress.windows,
-        progress.timestep,
-    )
 
 
 class Predictor(BasePredictor):
@@ -169,7 +158,7 @@ class Predictor(BasePredictor):
             keep_audio=keep_audio,
         )
         with runtime.oom_guard(OOM_REMEDY):
-            result = self.animator.run(request, self.outputs, on_progress=log_progress)
+            result = self.animator.run(request, self.outputs)
         logger.info("Wrote %d frames at %s fps (%dx%d).", result.frames, result.fps, *result.size)
         return [
             Path(path) for path in (result.video, result.aligned_pose, result.comparison) if path is not None
