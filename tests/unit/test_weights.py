@@ -243,6 +243,27 @@ def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, m
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
+@pytest.mark.parametrize(
+    ("through_proxy", "reason"), [(False, "Connection refused"), (True, "proxy: Connection refused")]
+)
+def test_each_retry_is_one_short_line_naming_the_cause(root, monkeypatch, caplog, through_proxy, reason):
+    monkeypatch.setenv("TRIPTYCH_WEIGHTS_RETRIES", "3")
+    url = closed_port_url("a.bin")
+    if through_proxy:
+        proxy = url.rsplit("/", 1)[0]
+        monkeypatch.delenv("http_proxy", raising=False)  # it would take precedence
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        url = "http://weights.invalid/a.bin"
+    root.mkdir()
+    with caplog.at_level(logging.INFO, logger="predictors"), pytest.raises(download.TransferError) as error:
+        download.fetch(url, root / "a.bin", sha256=None, size=None)
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("WARNING", f"Download of {url} failed ({reason}); try {attempt} of 3 in 0.0 s") for attempt in (2, 3)
+    ]
+    assert all(record.exc_info is None for record in caplog.records)
+    assert error.value.reason == reason
+
+
 def test_verified_file_needs_no_network_and_its_stamp_is_trusted_until_it_changes(
     server, root, tmp_path, monkeypatch
 ):
