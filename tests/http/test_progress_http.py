@@ -64,7 +64,7 @@ def test_nst_counts_the_iterations_of_every_scale_in_one_bar(cog_server, webhook
     try:
         # 384 px takes two scales (pyramid from 256 px): 4 iterations at 192x128, then 2 at 384x256.
         inputs = {"max_side": 384, "iterations": 4, "preview_every": 0, "seed": 0}
-        inputs |= {"content": data_uri(content), "style": data_uri(style)}
+        inputs |= {"image": data_uri(content), "style_image": data_uri(style)}
         run_and_check(server, webhook, "progress-nst", inputs, [list(range(7))])
     finally:
         server.stop()
@@ -80,7 +80,8 @@ def test_sd_style_counts_the_steps_of_both_passes_in_one_bar(cog_server, webhook
     server = cog_server("predictors/sd_style/predict.py", env=tiny_environment(["sd15", "sdxl"]))
     try:
         # img2img at 0.5 of 6 steps runs 3; the detail pass (img2img at 0.35 of 6) runs 2.
-        inputs = {"steps": 6, "denoise_strength": 0.5, "detail_pass": True, "max_side": 256, "seed": 1}
+        inputs = {"num_inference_steps": 6, "denoise_strength": 0.5, "detail_pass": True, "max_side": 256}
+        inputs["seed"] = 1
         inputs |= {
             "image": data_uri(tmp_path / "content.png"),
             "style_image": data_uri(tmp_path / "style.png"),
@@ -100,7 +101,8 @@ def test_musepose_counts_pose_frames_then_unet_calls(cog_server, webhook, tmp_pa
     server = cog_server("predictors/musepose/predict.py", env=tiny_environment(["dwpose", "musepose"]))
     try:
         # 8 frames, one in 2: 4 frames, detected in one batch; 2 steps x 1 window of 4.
-        inputs = {"resolution": 64, "max_frames": 8, "steps": 2, "window": 4, "overlap": 1, "seed": 3}
+        inputs = {"resolution": 64, "max_frames": 8, "num_inference_steps": 2, "window": 4, "overlap": 1}
+        inputs["seed"] = 3
         inputs |= {
             "reference_image": data_uri(tmp_path / "ref.png"),
             "dance_video": data_uri(tmp_path / "dance.mp4"),

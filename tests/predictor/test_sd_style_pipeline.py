@@ -53,7 +53,7 @@ def _job(**changes) -> Job:
         "prompt": "a painting",
         "negative_prompt": "blurry",
         "style_strength": 0.8,
-        "steps": 2,
+        "num_inference_steps": 2,
         "seed": 7,
     }
     return Job(**{**settings, **changes})
@@ -97,8 +97,8 @@ def _stock(sp: StylePipeline, job: Job):
         **images,
         height=SIZE,
         width=SIZE,
-        num_inference_steps=job.steps,
-        guidance_scale=job.guidance,
+        num_inference_steps=job.num_inference_steps,
+        guidance_scale=job.guidance_scale,
         controlnet_conditioning_scale=job.structure_strength,
         num_images_per_prompt=job.num_outputs,
         ip_adapter_image=job.style_images[0],
@@ -146,7 +146,7 @@ def test_modes_strength_and_structure_change_the_output(pipelines, family):
         {"style_strength": 0.0},
         {"structure_strength": 0.0},
         {"prompt": "a cat"},
-        {"guidance": 1.0},
+        {"guidance_scale": 1.0},
         {"canny_low": 10, "canny_high": 20},
     ):
         other = sp.run(_job(**changes), output_type="np")
@@ -274,11 +274,15 @@ def test_detail_pass(pipelines, family):
 @pytest.mark.parametrize(
     ("family", "changes", "passes"),
     [
-        ("sd15", {"steps": 3}, {"main": 3}),
-        ("sd15", {"steps": 7, "denoise": 0.5}, {"main": 3}),
+        ("sd15", {"num_inference_steps": 3}, {"main": 3}),
+        ("sd15", {"num_inference_steps": 7, "denoise": 0.5}, {"main": 3}),
         # The detail pass runs img2img at 0.35 of max(steps, 3) steps.
-        ("sd15", {"steps": 4, "denoise": 0.6, "detail_pass": True}, {"main": 2, "detail": 1}),
-        ("sdxl", {"steps": 6, "detail_pass": True, "scheduler": "Euler a"}, {"main": 6, "detail": 2}),
+        ("sd15", {"num_inference_steps": 4, "denoise": 0.6, "detail_pass": True}, {"main": 2, "detail": 1}),
+        (
+            "sdxl",
+            {"num_inference_steps": 6, "scheduler": "Euler a", "detail_pass": True},
+            {"main": 6, "detail": 2},
+        ),
     ],
 )
 def test_one_progress_bar_counts_the_steps_of_every_pass(

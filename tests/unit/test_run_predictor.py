@@ -56,8 +56,8 @@ def test_inputs_are_typed_defaults_applied_and_outputs_copied(tmp_path, capsys):
     ("pairs", "message"),
     [
         (["count=3"], "text: Field required"),
-        (["text=a", "count=51"], "count fails constraint <= 50"),
-        (["text=a", "mode=loud"], "mode does not match choices"),
+        (["text=a", "count=51"], "count: 51 is greater than the maximum of 50"),
+        (["text=a", "mode=loud"], "mode: 'loud' is not one of ['echo', 'frames', 'slow', 'fail']"),
         (["text=a", "shout=maybe"], "shout: expected true or false"),
         (["text=a", "count=two"], "count: expected an integer"),
         (["text=a", "colour=red"], "unknown input 'colour'"),
