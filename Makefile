@@ -27,8 +27,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Offline, without VGG19, it still writes the fast (feed-forward) result and says how to get the full one.
 predict: setup
-	$(PY) -m tools.run_predictor predictors/nst/predict.py \
+	$(PY) -m tools.run_predictor predictors/nst/predict.py --fallback predictors/nst/predict.py:FastResult \
 	    -i image=@examples/content.jpg -i style_image=@examples/style.png -o outputs/
 
 smoke: setup

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -32,11 +32,11 @@ from predictors.common import video
 from predictors.common.dwpose import Pose, Wholebody, render_pose, resize_for_detection
 from predictors.common.errors import InputError
 from predictors.common.media import Outputs, check_input_path, load_image
+from predictors.common.runtime import progress_bar
 from predictors.musepose.pipeline import (
     MAX_WINDOW,
     VAE_FACTOR,
     MusePosePipeline,
-    Progress,
     frame_plan,
     output_fps,
     pad_poses,
@@ -211,19 +211,24 @@ class Animator:
         size = (0, 0)
         batch: list[np.ndarray] = []
 
-        def flush() -> None:
-            for result in self.pose_model.batch(batch):
-                poses.append(result.pose(first_person_only=True) if len(result.detections.boxes) else None)
-            batch.clear()
+        with progress_bar(plan.count, unit="frame") as bar:
 
-        for image in self._frames(request, plan):
-            size = (image.shape[1], image.shape[0])
-            # Upstream detects on a copy resized to 512 on the short side; the keypoints are normalised.
-            batch.append(resize_for_detection(image))
-            if len(batch) == DETECTION_BATCH:
+            def flush() -> None:
+                for result in self.pose_model.batch(batch):
+                    found = len(result.detections.boxes) > 0
+                    poses.append(result.pose(first_person_only=True) if found else None)
+                bar.update(len(batch))
+                batch.clear()
+
+            for image in self._frames(request, plan):
+                size = (image.shape[1], image.shape[0])
+                # Upstream detects on a copy resized to 512 on the short side; the keypoints are normalised.
+                batch.append(resize_for_detection(image))
+                if len(batch) == DETECTION_BATCH:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
+        self.log.info("Detected the dancer's pose in %d frames.", len(poses))
         return _fill_missing(poses, self.log), size
 
     def _pose_frames(self, request: Request, reference: Image.Image, plan: FramePlan) -> Iterator[np.ndarray]:
@@ -248,9 +253,7 @@ class Animator:
 
     # -- the run -----------------------------------------------------------------------------------------
 
-    def run(
-        self, request: Request, outputs: Outputs, on_progress: Callable[[Progress], None] | None = None
-    ) -> Result:
+    def run(self, request: Request, outputs: Outputs) -> Result:
         _check(request)
         reference = load_image(request.reference, what="reference image")
         check_input_path(request.dance_video, "dance video")
@@ -293,7 +296,6 @@ class Animator:
             window=request.window,
             overlap=request.overlap,
             generator=generator,
-            on_progress=on_progress,
         )
         video_path = outputs.new_path("musepose", ".mp4")
         comparison_path = outputs.new_path("comparison", ".mp4") if request.save_comparison else None

@@ -9,7 +9,7 @@ from cog import BaseModel, BasePredictor, Input, Path
 from predictors.common import media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
-from predictors.musepose.pipeline import MusePosePipeline, Progress, load_models
+from predictors.musepose.pipeline import MusePosePipeline, load_models
 
 WEIGHTS = {
     "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
@@ -38,17 +38,6 @@ class Output(BaseModel):
     pose_video: Path | None = None
     pose_preview: Path | None = None
     comparison: Path | None = None
-
-
-def log_progress(progress: Progress) -> None:
-    logger.info(
-        "step %d/%d, window %d/%d (t=%d)",
-        progress.step + 1,
-        progress.steps,
-        progress.window + 1,
-        progress.windows,
-        progress.timestep,
-    )
 
 
 class Predictor(BasePredictor):
@@ -184,7 +173,7 @@ class Predictor(BasePredictor):
             pose_only=pose_only,
         )
         with runtime.oom_guard(OOM_REMEDY):
-            result = self.animator.run(request, self.outputs, on_progress=log_progress)
+            result = self.animator.run(request, self.outputs)
         logger.info("Wrote %d frames at %s fps (%dx%d).", result.frames, result.fps, *result.size)
         return Output(
             video=optional_path(result.video),

@@ -196,7 +196,7 @@ class Predictor(BasePredictor):
             scheduler,
         )
         with runtime.oom_guard("Lower max_side, megapixels or num_outputs."):
-            images = self.pipeline.run(job, on_step=self._log_step)
+            images = self.pipeline.run(job)
         if not disable_safety_checker:
             images = self._withhold_flagged(images)
         paths = [
@@ -207,9 +207,6 @@ class Predictor(BasePredictor):
             # PNG whatever output_format says: a lossy codec would blur the one-pixel edges.
             paths.append(Path(self.outputs.save_image(job.control_image(), "control-canny", "png")))
         return paths
-
-    def _log_step(self, stage: str, step: int, total: int) -> None:
-        logger.info("%s pass: step %d/%d", stage, step, total)
 
     def _withhold_flagged(self, images):
         flags = self.pipeline.flag_unsafe(images)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 
 import cv2
 import numpy as np
@@ -12,6 +11,7 @@ from PIL import Image
 
 from predictors.common import media
 from tests.http.harness import assert_validation_errors, data_uri, output_bytes, tiny_environment
+from tests.replicate_progress import client_progress
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-sd-style")]
 
@@ -119,8 +119,8 @@ def test_corrupt_style_image_fails_clearly_and_the_server_stays_ready(server, in
 
 
 def _last_step(logs: str) -> int:
-    steps = re.findall(r"main pass: step (\d+)/", logs or "")
-    return int(steps[-1]) if steps else 0
+    progress = client_progress(logs)
+    return progress[1] if progress else 0
 
 
 def test_cancel_lands_within_a_step(server, webhook, inputs):

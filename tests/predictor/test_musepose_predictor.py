@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from predictors.common.errors import InputError
+from tests.replicate_progress import progress_lines
 from tools.tiny_weights import write_manifest
 
 VIDEO_SIZE = (64, 48)
@@ -145,7 +146,11 @@ def test_end_to_end_with_every_output(predictor, inputs, capsys):
     comparison, comparison_facts = read_video(output.comparison)
     assert comparison.shape == (4, 768, 3 * 576, 3) and comparison_facts["audio"]
     logs = capsys.readouterr().out
-    assert "step 2/2, window 1/1" in logs and "Using seed 1" in logs
+    assert "Using seed 1" in logs and "Detected the dancer's pose in 4 frames." in logs
+    assert "4 frames in 1 window(s) of 4 (overlap 1), 2 steps: 2 UNet calls." in logs
+    # One bar for the pose detection (4 frames) and one for denoising (2 steps x 1 window), each to 100%.
+    lines = progress_lines(logs)
+    assert (100, 4, 4) in lines and lines[-1] == (100, 2, 2)
     # The previous prediction's files are removed when the next one starts.
     plain = run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)
     assert not any(path.exists() for path in files.values())

@@ -21,6 +21,7 @@ from PIL import Image
 from predictors.common import media
 from predictors.common.errors import InputError, WeightsError
 from predictors.sd_style.pipeline import FAMILIES
+from tests.replicate_progress import client_progress
 
 PARTS = ["sd15", "sdxl"]
 
@@ -105,7 +106,8 @@ def test_sync_outputs_sizes_and_cleanup(sd15, files, capsys):
     assert len(first) == 2 and len({p.name for p in first}) == 2
     assert all(Image.open(p).format == "PNG" and Image.open(p).size == (256, 192) for p in first)
     logs = capsys.readouterr().out
-    assert "Using seed 3" in logs and "main pass: step 2/2" in logs
+    assert "Using seed 3" in logs and "Main pass done: 2 steps" in logs
+    assert client_progress(logs) == (100, 2, 2)
     second = predict(sd15, files, megapixels=0.1, output_format="jpg", output_quality=80, seed=3)
     width, height = Image.open(second[0]).size
     assert (
