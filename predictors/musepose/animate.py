@@ -37,6 +37,7 @@ from predictors.musepose.pipeline import (
     frame_plan,
     output_fps,
     pad_poses,
+    resize_horizontal_first,
     resize_poses,
     to_output_frames,
 )
@@ -273,7 +274,7 @@ class Animator:
         video_path = outputs.new_path("musepose", ".mp4")
         comparison_path = outputs.new_path("comparison", ".mp4") if request.save_comparison else None
         audio = request.dance_video if request.keep_audio and info.has_audio else None
-        reference_panel = np.asarray(reference.resize(pose_size, Image.LANCZOS))
+        reference_panel = np.asarray(resize_horizontal_first(reference, pose_size, Image.LANCZOS))
         written = 0
         with (
             video.VideoWriter(video_path, fps, audio_source=audio) as writer,

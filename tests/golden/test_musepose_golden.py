@@ -22,6 +22,7 @@ from predictors.musepose.pipeline import (
     frame_plan,
     load_models,
     pad_poses,
+    resize_horizontal_first,
     resize_poses,
     to_output_frames,
 )
@@ -218,12 +219,13 @@ def test_non_square_sizes_keep_width_and_height_apart(pipe, golden, args, refere
     """W x H with W != H: every resize takes (width, height), every tensor is [..., height, width]."""
     width, height = args["W"], args["H"] + 2 * 8
     pixels = pipe.reference_pixels(reference_image, width, height)
-    lanczos = np.asarray(reference_image.resize((width, height), Image.LANCZOS), np.float32) / 127.5 - 1
+    lanczos = resize_horizontal_first(reference_image, (width, height), Image.LANCZOS)
+    lanczos = np.asarray(lanczos, np.float32) / 127.5 - 1
     assert np.abs(pixels[0].permute(1, 2, 0).numpy() - lanczos).max() < 1e-6
     frames = np.load(golden / "inputs/pose_frames_decoded.npz")["frames"][:3]
     poses = pad_poses(resize_poses(frames, width, height), window=2, overlap=0)
     assert poses.shape == (4, height, width, 3)
-    lanczos = Image.fromarray(frames[0]).resize((width, height), Image.LANCZOS)
+    lanczos = resize_horizontal_first(Image.fromarray(frames[0]), (width, height), Image.LANCZOS)
     np.testing.assert_array_equal(poses[0], np.asarray(lanczos))
     latents = pipe.denoise(
         poses,
