@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from predictors.musepose.convert import CHECKPOINTS, convert_release
+from predictors.musepose.convert import CHECKPOINTS, CONFIG_INPUT, convert_release
 from predictors.musepose.pipeline import (
     MusePosePipeline,
     ReferenceEncoding,
@@ -57,7 +57,9 @@ def pipe(golden, tmp_path_factory) -> MusePosePipeline:
     weights = golden / "weights"
     compact = tmp_path_factory.mktemp("musepose-compact")
     outputs = {spec.output: compact / spec.filename.replace(".pth", ".safetensors") for spec in CHECKPOINTS}
-    convert_release({spec.source: weights / "MusePose" / spec.filename for spec in CHECKPOINTS}, outputs)
+    inputs = {spec.source: weights / "MusePose" / spec.filename for spec in CHECKPOINTS}
+    inputs[CONFIG_INPUT] = weights / "sd-image-variations-diffusers/unet/config.json"
+    convert_release(inputs, outputs)
     models = load_models(
         unet_config=weights / "sd-image-variations-diffusers/unet/config.json",
         denoising_unet=outputs["musepose_denoising_unet_compact"],
