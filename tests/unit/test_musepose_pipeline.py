@@ -75,11 +75,6 @@ def test_windows_equal_upstreams_scheduler_for_any_length(window, overlap):
         assert context_windows(frames, window, overlap) == upstream_uniform_windows(frames, window, overlap)
 
 
-def test_windows_of_the_golden_case():
-    assert context_windows(7, 4, 1) == [[0, 1, 2, 3], [3, 4, 5, 6]]
-    assert context_windows(3, 4, 1) == [[0, 1, 2]]
-
-
 @pytest.mark.parametrize("length", range(1, 40))
 @pytest.mark.parametrize(("window", "overlap"), [(4, 1), (8, 3), (6, 0), (48, 4)])
 def test_padded_windows_tile_without_wrap(length, window, overlap):
