@@ -45,6 +45,8 @@ from predictors.musepose.pose_align import CANVAS_WIDTH, OUTPUT_HEIGHT, align_po
 
 DETECTION_BATCH = 16
 DECODE_CHUNK = 4
+# "fixed": upstream's pose alignment with its bugs fixed (see pose_align.py); "upstream": exactly upstream's.
+POSE_ALIGN_MODES = ("fixed", "upstream")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Request:
     window: int = 48
     overlap: int = 4
     align_pose: bool = True
+    pose_align_mode: str = "fixed"
     pose_video: bool = False
     save_aligned_pose: bool = False
     save_comparison: bool = False
@@ -119,6 +122,10 @@ def _check(request: Request) -> None:
         )
     if request.window > MAX_WINDOW:
         raise InputError(f"The window can hold at most {MAX_WINDOW} frames (the motion modules' range).")
+    if request.pose_align_mode not in POSE_ALIGN_MODES:
+        raise InputError(
+            f"Unknown pose_align_mode {request.pose_align_mode!r}; use one of {', '.join(POSE_ALIGN_MODES)}."
+        )
 
 
 class Animator:
@@ -219,7 +226,13 @@ class Animator:
         reference_pose = self._reference_pose(reference)
         poses, video_size = self._video_poses(request, plan)
         if request.align_pose:
-            aligned = align_poses(reference_pose, poses, reference.size, video_size)
+            aligned = align_poses(
+                reference_pose,
+                poses,
+                reference.size,
+                video_size,
+                parity=request.pose_align_mode == "upstream",
+            )
             self.log.info(
                 "Pose alignment scales: %s", {k: round(float(v), 3) for k, v in aligned.scales.items()}
             )
