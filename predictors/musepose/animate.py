@@ -64,8 +64,8 @@ class Request:
     max_seconds: float = 0.0
     skip: int = 1
     target_fps: float = 0.0
-    steps: int = 20
-    guidance: float = 3.5
+    num_inference_steps: int = 20
+    guidance_scale: float = 3.5
     window: int = 48
     overlap: int = 4
     align_pose: bool = True
@@ -277,8 +277,8 @@ class Animator:
         latents = self.pipeline.denoise(
             padded,
             encoding,
-            steps=request.steps,
-            guidance=request.guidance,
+            steps=request.num_inference_steps,
+            guidance=request.guidance_scale,
             window=request.window,
             overlap=request.overlap,
             generator=generator,

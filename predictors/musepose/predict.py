@@ -7,7 +7,7 @@ from cog import BasePredictor, Input, Path
 from predictors.common import media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
-from predictors.musepose.pipeline import MAX_WINDOW, MusePosePipeline, Progress, load_models
+from predictors.musepose.pipeline import MusePosePipeline, Progress, load_models
 
 WEIGHTS = {
     "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
@@ -56,8 +56,7 @@ class Predictor(BasePredictor):
             description="The dance to perform: a video of one dancer (its audio is kept)."
         ),
         width: int = Input(
-            description="Generation width in pixels (a multiple of 8). 0: from the reference's aspect and "
-            "`resolution`. Set width and height for upstream's exact behaviour.",
+            description="Generation width in pixels (a multiple of 8). 0: from the reference's aspect and resolution. Set width and height for upstream's exact behaviour.",  # noqa: E501
             default=0,
             ge=0,
             le=2048,
@@ -75,14 +74,12 @@ class Predictor(BasePredictor):
             le=1536,
         ),
         aspect: str = Input(
-            description="'reference' keeps the reference's aspect ratio; 'square' generates resolution x "
-            "resolution like upstream MusePose (the output is resized back either way).",
+            description="'reference' keeps the reference's aspect ratio; 'square' generates resolution x resolution like upstream MusePose (the output is resized back either way).",  # noqa: E501
             default="reference",
             choices=["reference", "square"],
         ),
         max_frames: int = Input(
-            description="Use at most this many frames of the dance video, counted before the stride "
-            "(upstream's -L).",
+            description="Use at most this many frames of the dance video, counted before the stride (upstream's -L).",  # noqa: E501
             default=300,
             ge=1,
             le=3000,
@@ -94,21 +91,19 @@ class Predictor(BasePredictor):
             le=600.0,
         ),
         skip: int = Input(
-            description="Frame stride: keep one frame in skip + 1 (upstream's --skip); the output runs at "
-            "the video's frame rate // (skip + 1).",
+            description="Frame stride: keep one frame in skip + 1 (upstream's --skip); the output runs at the video's frame rate // (skip + 1).",  # noqa: E501
             default=1,
             ge=0,
             le=10,
         ),
         target_fps: float = Input(
-            description="Resample the dance video to this frame rate instead of striding with skip; 0: use "
-            "skip. max_frames then counts frames at this rate.",
+            description="Resample the dance video to this frame rate instead of striding with skip; 0: use skip. max_frames then counts frames at this rate.",  # noqa: E501
             default=0.0,
             ge=0.0,
             le=60.0,
         ),
-        steps: int = Input(description="DDIM denoising steps.", default=20, ge=1, le=100),
-        guidance: float = Input(
+        num_inference_steps: int = Input(description="DDIM denoising steps.", default=20, ge=1, le=100),
+        guidance_scale: float = Input(
             description="Classifier-free guidance scale; 1 turns guidance off (half the work).",
             default=3.5,
             ge=1.0,
@@ -119,17 +114,16 @@ class Predictor(BasePredictor):
             description="Frames generated together (upstream's -S); lower it to save GPU memory.",
             default=48,
             ge=2,
-            le=MAX_WINDOW,
+            le=128,
         ),
         overlap: int = Input(
             description="Frames shared by consecutive windows (upstream's -O); smaller than window.",
             default=4,
             ge=0,
-            le=MAX_WINDOW - 1,
+            le=127,
         ),
         align_pose: bool = Input(
-            description="Retarget the dancer's skeleton to the reference's body proportions and position "
-            "(MusePose's pose_align). Off: the dancer's own skeleton in the video's framing.",
+            description="Retarget the dancer's skeleton to the reference's body proportions and position (MusePose's pose_align). Off: the dancer's own skeleton in the video's framing.",  # noqa: E501
             default=True,
         ),
         pose_align_mode: str = Input(
@@ -138,8 +132,7 @@ class Predictor(BasePredictor):
             choices=["fixed", "upstream"],
         ),
         pose_video: bool = Input(
-            description="The dance video already is a pose video (for example a previous aligned-pose "
-            "output): skip detection and alignment and use its frames as the poses.",
+            description="The dance video already is a pose video (for example a previous aligned-pose output): skip detection and alignment and use its frames as the poses.",  # noqa: E501
             default=False,
         ),
         save_aligned_pose: bool = Input(
@@ -163,8 +156,8 @@ class Predictor(BasePredictor):
             max_seconds=max_seconds,
             skip=skip,
             target_fps=target_fps,
-            steps=steps,
-            guidance=guidance,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
             window=window,
             overlap=overlap,
             align_pose=align_pose,

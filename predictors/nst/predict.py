@@ -10,7 +10,7 @@ from cog import BasePredictor, Input, Path
 from PIL import Image
 
 from predictors.common import media, runtime, weights
-from predictors.common.inputs import parse_blend_weights
+from predictors.common.inputs import load_named_images, parse_blend_weights
 from predictors.nst.fast_start import FastStylizer
 from predictors.nst.stylize import (
     CONTENT_LAYER,
@@ -57,19 +57,20 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        content: Path = Input(description="The photo to stylise."),
-        style: Path = Input(description="The style image (a painting, a texture)."),
-        style_2: Path | None = Input(description="An optional second style image to blend in.", default=None),
-        style_3: Path | None = Input(description="An optional third style image to blend in.", default=None),
+        image: Path = Input(description="The photo to stylise."),
+        style_image: Path = Input(description="The style image (a painting, a texture)."),
+        style_image_2: Path | None = Input(
+            description="An optional second style image to blend in.", default=None
+        ),
+        style_image_3: Path | None = Input(
+            description="An optional third style image to blend in.", default=None
+        ),
         style_weights: str = Input(
-            description="Blend weights of style, style_2, style_3 in that order, comma-separated "
-            "(e.g. '1,0.5'). Empty: equal weights.",
+            description="Blend weights of style_image, style_image_2, style_image_3 in that order, comma-separated (e.g. '1,0.5'). Empty: equal weights.",  # noqa: E501
             default="",
         ),
         max_side: int = Input(
-            description="Long side of the output in pixels (kept aspect, rounded to a multiple of 16; a "
-            "smaller content image is not enlarged). Above about 800 px the coarse-to-fine schedule keeps "
-            "the composition.",
+            description="Long side of the output in pixels (aspect kept, rounded to a multiple of 16; a smaller image is not enlarged). Above about 800 px a coarse-to-fine schedule keeps the composition.",  # noqa: E501
             default=512,
             ge=64,
             le=2048,
@@ -90,14 +91,12 @@ class Predictor(BasePredictor):
             description="Weight of the total-variation smoothness loss.", default=1.0, ge=0.0, le=1000.0
         ),
         quality: str = Input(
-            description="Iteration preset: draft (100), standard (300) or high (600) iterations at the "
-            "coarsest scale; finer scales run fewer.",
+            description="Iterations at the coarsest scale: draft 100, standard 300, high 600; finer scales run fewer.",  # noqa: E501
             default="standard",
-            choices=list(QUALITY_ITERATIONS),
+            choices=["draft", "standard", "high"],
         ),
         iterations: int | None = Input(
-            description="Iterations at the coarsest scale; overrides quality. 0 returns the starting image "
-            "(with init 'fast': the feed-forward result in well under a second).",
+            description="Iterations at the coarsest scale; overrides quality. 0 returns the starting image (with init 'fast': the feed-forward result in well under a second).",  # noqa: E501
             default=None,
             ge=0,
             le=5000,
@@ -106,14 +105,12 @@ class Predictor(BasePredictor):
             description="L-BFGS (no line search) or Adam.", default="lbfgs", choices=["lbfgs", "adam"]
         ),
         init: str = Input(
-            description="Starting image: the content, noise, the (first) style, or 'fast' (a feed-forward "
-            "Magenta stylisation).",
+            description="Starting image: the content image, noise, the first style image, or 'fast' (a feed-forward Magenta stylisation).",  # noqa: E501
             default="content",
             choices=["content", "noise", "style", "fast"],
         ),
         color_preservation: str = Input(
-            description="none; luminance (transfer only brightness, keep the content's colours); histogram "
-            "(give the style the content's colours first).",
+            description="none; luminance (transfer only brightness, keep the image's colours); histogram (give the style images the image's colours first).",  # noqa: E501
             default="none",
             choices=["none", "luminance", "histogram"],
         ),
@@ -146,11 +143,10 @@ class Predictor(BasePredictor):
         output_quality: int = Input(description="Quality for jpg and webp.", default=95, ge=1, le=100),
     ) -> Iterator[Path]:
         self.outputs.start()
-        content_image = media.load_image(content, what="content image")
-        style_paths = [path for path in (style, style_2, style_3) if path is not None]
-        style_images = [
-            media.load_image(path, what=f"style image {index + 1}") for index, path in enumerate(style_paths)
-        ]
+        content_image = media.load_image(image, what="image")
+        style_images = load_named_images(
+            style_image=style_image, style_image_2=style_image_2, style_image_3=style_image_3
+        )
         blend = parse_blend_weights(style_weights, len(style_images))
         seed = runtime.resolve_seed(seed, logger)
         count = QUALITY_ITERATIONS[quality] if iterations is None else iterations

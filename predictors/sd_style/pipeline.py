@@ -158,8 +158,8 @@ class Job:
     denoise: float = 1.0
     canny_low: int = 100
     canny_high: int = 200
-    steps: int = 20
-    guidance: float = 6.0
+    num_inference_steps: int = 20
+    guidance_scale: float = 6.0
     scheduler: str = "DPM++ 2M Karras"
     num_outputs: int = 1
     seed: int = 0
@@ -300,8 +300,8 @@ class StylePipeline:
         arguments = {
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt or None,
-            "num_inference_steps": job.steps,
-            "guidance_scale": job.guidance,
+            "num_inference_steps": job.num_inference_steps,
+            "guidance_scale": job.guidance_scale,
             "controlnet_conditioning_scale": job.structure_strength,
             "num_images_per_prompt": job.num_outputs,
             "height": height,
@@ -320,10 +320,11 @@ class StylePipeline:
         if not 0.0 < job.denoise <= 1.0:
             raise InputError(f"Denoise strength must be in (0, 1]; got {job.denoise}.")
         # diffusers' img2img runs int(steps * strength) steps and fails obscurely on zero.
-        if job.denoise < 1.0 and int(job.steps * job.denoise) < 1:
+        steps = job.num_inference_steps
+        if job.denoise < 1.0 and int(steps * job.denoise) < 1:
             raise InputError(
-                f"With denoise_strength {job.denoise}, {job.steps} step(s) leave no img2img step to run: "
-                f"use at least {math.ceil(1 / job.denoise)} steps or a higher denoise_strength."
+                f"With denoise_strength {job.denoise}, {steps} step(s) leave no img2img step to run: "
+                f"use num_inference_steps {math.ceil(1 / job.denoise)} or more, or a higher denoise_strength."
             )
         pipe = self.txt2img if job.denoise >= 1.0 else self.img2img
         pipe.scheduler = make_scheduler(job.scheduler, self._scheduler_config)
@@ -333,7 +334,7 @@ class StylePipeline:
     def run(self, job: Job, *, on_step: StepCallback | None = None, output_type: str = "pil"):
         """Render ``job``; returns ``num_outputs`` images (PIL, or float arrays in [0, 1] for ``"np"``)."""
         pipe = self.prepare(job)
-        embeds = self.adapter_embeds(job.style_images, job.style_weights, job.guidance)
+        embeds = self.adapter_embeds(job.style_images, job.style_weights, job.guidance_scale)
         generator = torch.Generator(device="cpu").manual_seed(job.seed)
         main_type = "pil" if job.detail_pass else output_type
         with torch.inference_mode():
@@ -368,8 +369,8 @@ class StylePipeline:
             control_image=control,
             strength=DETAIL_STRENGTH,
             # img2img runs int(steps * strength) steps: keep at least one.
-            num_inference_steps=max(job.steps, math.ceil(1 / DETAIL_STRENGTH)),
-            guidance_scale=job.guidance,
+            num_inference_steps=max(job.num_inference_steps, math.ceil(1 / DETAIL_STRENGTH)),
+            guidance_scale=job.guidance_scale,
             controlnet_conditioning_scale=1.0 if self.family.tile is not None else job.structure_strength,
             height=height,
             width=width,

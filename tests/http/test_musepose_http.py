@@ -14,7 +14,7 @@ from tests.http.harness import assert_validation_errors, data_uri, output_bytes,
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-musepose")]
 
-FAST = {"resolution": 64, "max_frames": 4, "steps": 1, "window": 4, "overlap": 1, "seed": 3}
+FAST = {"resolution": 64, "max_frames": 4, "num_inference_steps": 1, "window": 4, "overlap": 1, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +65,13 @@ def test_sync_prediction_returns_the_videos(server, files, tmp_path):
 
 def test_validation_errors(server, files):
     response = server.post_prediction(
-        {"dance_video": files["dance.mp4"], "steps": 0, "window": 500, "aspect": "wide"}
+        {"dance_video": files["dance.mp4"], "num_inference_steps": 0, "window": 500, "aspect": "wide"}
     )
     assert_validation_errors(
         response,
         {
             "reference_image": "Field required",
-            "steps": "minimum of 1",
+            "num_inference_steps": "minimum of 1",
             "window": "maximum of 128",
             "aspect": "wide",
         },

@@ -23,7 +23,7 @@ def images(tmp_path_factory):
     content, style = folder / "content.png", folder / "style.png"
     Image.open(REPO_ROOT / "examples" / "content.jpg").resize((96, 64)).save(content)
     Image.open(REPO_ROOT / "examples" / "style.png").resize((64, 64)).save(style)
-    return {"content": data_uri(content), "style": data_uri(style)}
+    return {"image": data_uri(content), "style_image": data_uri(style)}
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +93,17 @@ def test_range_and_choice_violations_are_422(server, images, field, value, messa
     assert message in errors[field], errors
 
 
-def test_missing_content_is_422(server, images):
-    assert_validation_errors(server.post_prediction({"style": images["style"]}), {"content": "required"})
+def test_missing_image_is_422(server, images):
+    assert_validation_errors(
+        server.post_prediction({"style_image": images["style_image"]}), {"image": "required"}
+    )
 
 
 @pytest.mark.parametrize(
     ("payload", "mime", "message"),
     [
         (b"this is plain text, not a picture", "image/png", "not a picture file we can read"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "image/png", "content image"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "image/png", "The image is corrupt"),
     ],
     ids=["text-as-png", "truncated-png"],
 )
@@ -110,7 +112,7 @@ def test_corrupt_upload_fails_clearly_and_the_server_stays_ready(
 ):
     broken = tmp_path / "broken.png"
     broken.write_bytes(payload)
-    prediction = server.predict({**images, "content": data_uri(broken, mime)})
+    prediction = server.predict({**images, "image": data_uri(broken, mime)})
     assert prediction["status"] == "failed"
     assert message in prediction["error"]
     assert "Traceback" not in prediction["error"]

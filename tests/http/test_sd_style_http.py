@@ -42,7 +42,7 @@ def test_sync_prediction_with_two_outputs(server, inputs):
             "image": inputs["image"],
             "style_image": inputs["style_image"],
             "num_outputs": 2,
-            "steps": 2,
+            "num_inference_steps": 2,
             "max_side": 256,
             "seed": 42,
             "output_format": "png",
@@ -77,12 +77,19 @@ def test_range_and_choice_violations_are_422(server, inputs):
 
 
 def test_corrupt_style_image_fails_clearly_and_the_server_stays_ready(server, inputs):
-    prediction = server.predict({"image": inputs["image"], "style_image": inputs["corrupt"], "steps": 2})
+    prediction = server.predict(
+        {"image": inputs["image"], "style_image": inputs["corrupt"], "num_inference_steps": 2}
+    )
     assert prediction["status"] == "failed"
     assert "style image" in prediction["error"]
     assert server.wait_ready(30)["status"] == "READY"
     again = server.predict(
-        {"image": inputs["image"], "style_image": inputs["style_image"], "steps": 1, "max_side": 256}
+        {
+            "image": inputs["image"],
+            "style_image": inputs["style_image"],
+            "num_inference_steps": 1,
+            "max_side": 256,
+        }
     )
     assert again["status"] == "succeeded", again.get("error")
 
@@ -94,7 +101,12 @@ def _last_step(logs: str) -> int:
 
 def test_cancel_lands_within_a_step(server, webhook, inputs):
     server.predict_async(
-        {"image": inputs["image"], "style_image": inputs["style_image"], "steps": 100, "max_side": 384},
+        {
+            "image": inputs["image"],
+            "style_image": inputs["style_image"],
+            "num_inference_steps": 100,
+            "max_side": 384,
+        },
         webhook.url,
         prediction_id="sd-cancel",
     )

@@ -37,8 +37,8 @@ FAST = {
     "max_seconds": 0.0,
     "skip": 1,
     "target_fps": 0.0,
-    "steps": 2,
-    "guidance": 3.5,
+    "num_inference_steps": 2,
+    "guidance_scale": 3.5,
     "seed": 1,
     "window": 4,
     "overlap": 1,
@@ -168,7 +168,7 @@ def test_remaining_inputs(predictor, inputs, capsys):
     )
     assert not facts["audio"] and len(silent) == 3 and facts["fps"] == 12  # 0.25 s of 12 fps, every frame
     unaligned, _ = read_video(
-        run(predictor, inputs["ref"], inputs["dance"], align_pose=False, guidance=1.0, max_frames=4)[0]
+        run(predictor, inputs["ref"], inputs["dance"], align_pose=False, guidance_scale=1.0, max_frames=4)[0]
     )
     assert unaligned.shape == (2, 768, 1024, 3)  # the video's own framing (4:3)
     posed, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], pose_video=True, max_frames=4)[0])
@@ -226,7 +226,7 @@ def test_cancel_lands_within_one_unet_call(predictor, inputs):
     hook = unet.mid_block.resnets[0].register_forward_pre_hook(cancel_midway)
     try:
         with pytest.raises(CancelationException):
-            run(predictor, inputs["ref"], inputs["dance"], steps=3)
+            run(predictor, inputs["ref"], inputs["dance"], num_inference_steps=3)
     finally:
         hook.remove()
     assert calls == [1]
@@ -297,8 +297,8 @@ def test_pose_video_mode_matches_upstreams_output(
             "height": args["H"],
             "max_frames": args["L"],
             "skip": args["skip"],
-            "steps": args["steps"],
-            "guidance": args["cfg"],
+            "num_inference_steps": args["steps"],
+            "guidance_scale": args["cfg"],
             "seed": args["seed"],
             "window": args["S"],
             "overlap": args["O"],

@@ -49,7 +49,7 @@ def _job(**changes) -> Job:
         "prompt": "a painting",
         "negative_prompt": "blurry",
         "style_strength": 0.8,
-        "steps": 2,
+        "num_inference_steps": 2,
         "seed": 7,
     }
     return Job(**{**settings, **changes})
@@ -93,8 +93,8 @@ def _stock(sp: StylePipeline, job: Job):
         **images,
         height=SIZE,
         width=SIZE,
-        num_inference_steps=job.steps,
-        guidance_scale=job.guidance,
+        num_inference_steps=job.num_inference_steps,
+        guidance_scale=job.guidance_scale,
         controlnet_conditioning_scale=job.structure_strength,
         num_images_per_prompt=job.num_outputs,
         ip_adapter_image=job.style_images[0],
@@ -142,7 +142,7 @@ def test_modes_strength_and_structure_change_the_output(pipelines, family):
         {"style_strength": 0.0},
         {"structure_strength": 0.0},
         {"prompt": "a cat"},
-        {"guidance": 1.0},
+        {"guidance_scale": 1.0},
         {"canny_low": 10, "canny_high": 20},
     ):
         other = sp.run(_job(**changes), output_type="np")

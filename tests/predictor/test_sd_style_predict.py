@@ -84,7 +84,13 @@ def predict(predictor, files, **inputs):
         name: parameter.default.default
         for name, parameter in inspect.signature(predictor.predict).parameters.items()
     }
-    arguments = {**defaults, "image": files["content"], "style_image": files["style"], "steps": 2, **inputs}
+    arguments = {
+        **defaults,
+        "image": files["content"],
+        "style_image": files["style"],
+        "num_inference_steps": 2,
+        **inputs,
+    }
     return predictor.predict(**arguments)
 
 
@@ -129,14 +135,14 @@ def test_seed_determinism_and_random_seed(sd15, files, capsys):
         {"style_mode": "style_and_layout"},
         {"denoise_strength": 0.5},
         {"canny_low": 5, "canny_high": 10},
-        {"guidance": 2.0},
+        {"guidance_scale": 2.0},
         {"scheduler": "Euler a"},
         {"scheduler": "UniPC"},
         {"scheduler": "DDIM"},
         {"prompt": "a watercolor painting"},
         {"negative_prompt": ""},
         {"detail_pass": True},
-        {"steps": 3},
+        {"num_inference_steps": 3},
         {"style_image_2": "style2", "style_weights": "1,1"},
     ],
     ids=lambda inputs: "-".join(inputs),
@@ -177,11 +183,12 @@ def test_output_quality_changes_lossy_files(sd15, files):
     ("inputs", "message"),
     [
         ({"style_image": "corrupt"}, "style image"),
-        ({"image": "corrupt"}, "content image"),
+        ({"image": "corrupt"}, "The image "),
         ({"style_image_2": "corrupt"}, "style image 2"),
+        ({"style_image_3": "corrupt"}, "^The style image 3 "),
         ({"canny_low": 200, "canny_high": 100}, "canny_low"),
         ({"style_weights": "1,2"}, "style_weights"),
-        ({"denoise_strength": 0.3, "steps": 2}, "at least 4 steps"),
+        ({"denoise_strength": 0.3, "num_inference_steps": 2}, "num_inference_steps 4 or more"),
     ],
 )
 def test_input_errors_are_clear(sd15, files, inputs, message):
