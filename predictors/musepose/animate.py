@@ -40,6 +40,7 @@ from predictors.musepose.pipeline import (
     frame_plan,
     output_fps,
     pad_poses,
+    resize_horizontal_first,
     resize_poses,
     to_output_frames,
 )
@@ -47,6 +48,8 @@ from predictors.musepose.pose_align import CANVAS_WIDTH, OUTPUT_HEIGHT, align_po
 
 DETECTION_BATCH = 16
 DECODE_CHUNK = 4
+# "fixed": upstream's pose alignment with its bugs fixed (see pose_align.py); "upstream": exactly upstream's.
+POSE_ALIGN_MODES = ("fixed", "upstream")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Request:
     window: int = 48
     overlap: int = 4
     align_pose: bool = True
+    pose_align_mode: str = "fixed"
     pose_video: bool = False
     save_aligned_pose: bool = False
     save_comparison: bool = False
@@ -133,6 +137,10 @@ def _check(request: Request) -> None:
     if request.pose_only and request.save_comparison:
         raise InputError(
             "save_comparison needs a generated video, which pose_only skips: turn one of them off."
+        )
+    if request.pose_align_mode not in POSE_ALIGN_MODES:
+        raise InputError(
+            f"Unknown pose_align_mode {request.pose_align_mode!r}; use one of {', '.join(POSE_ALIGN_MODES)}."
         )
 
 
@@ -239,7 +247,13 @@ class Animator:
         reference_pose = self._reference_pose(reference)
         poses, video_size = self._video_poses(request, plan)
         if request.align_pose:
-            aligned = align_poses(reference_pose, poses, reference.size, video_size)
+            aligned = align_poses(
+                reference_pose,
+                poses,
+                reference.size,
+                video_size,
+                parity=request.pose_align_mode == "upstream",
+            )
             self.log.info(
                 "Pose alignment scales: %s", {k: round(float(v), 3) for k, v in aligned.scales.items()}
             )
@@ -300,7 +314,7 @@ class Animator:
         video_path = outputs.new_path("musepose", ".mp4")
         comparison_path = outputs.new_path("comparison", ".mp4") if request.save_comparison else None
         audio = request.dance_video if request.keep_audio and info.has_audio else None
-        reference_panel = np.asarray(reference.resize(pose_size, Image.LANCZOS))
+        reference_panel = np.asarray(resize_horizontal_first(reference, pose_size, Image.LANCZOS))
         written = 0
         with (
             video.VideoWriter(video_path, fps, audio_source=audio) as writer,

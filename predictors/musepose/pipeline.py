@@ -198,12 +198,34 @@ class ReferenceEncoding:
     latents: torch.Tensor  # [1, 4, h, w]
 
 
+def resize_horizontal_first(image: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
+    """``image.resize(size, resample)`` as Pillow 10.4-12.1 compute it, whatever Pillow is installed.
+
+    Pillow resamples in two separable passes and rounds to 8 bits in between, so the order of the passes
+    shows in the result. Up to 12.1 the horizontal pass always came first (12.2 made an exception only for
+    images over 100 times taller than wide); Pillow 13 runs the vertical pass first whenever the height loses
+    more than twice as many pixels as the width (python-pillow/Pillow#9549, ``Resample.c``), which moves
+    Lanczos results by up to 18 levels (1080x1920 -> 768x768). MusePose and its users ran the horizontal-first
+    order. Two calls that each change one side make Pillow run exactly one pass each, with the coefficients
+    of the combined call, so the result is the horizontal-first one in every version; tests/unit/
+    test_resize_parity.py checks it against hashes written with Pillow 10.4.0 (tools/resize_fixtures.py).
+    """
+    width, height = size
+    if width != image.width:
+        image = image.resize((width, image.height), resample)
+    if height != image.height:
+        image = image.resize((width, height), resample)
+    return image
+
+
 def resize_poses(frames: Sequence[Image.Image | np.ndarray], width: int, height: int) -> np.ndarray:
     """uint8 [n, height, width, 3]: each pose frame resized with PIL Lanczos to exactly width x height."""
     resized = np.empty((len(frames), height, width, 3), dtype=np.uint8)
     for index, frame in enumerate(frames):
         image = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame))
-        resized[index] = np.asarray(image.convert("RGB").resize((width, height), Image.LANCZOS))
+        resized[index] = np.asarray(
+            resize_horizontal_first(image.convert("RGB"), (width, height), Image.LANCZOS)
+        )
     return resized
 
 
@@ -239,11 +261,15 @@ class MusePosePipeline:
     # -- conditioning ------------------------------------------------------------------------------------
 
     def clip_pixels(self, reference: Image.Image) -> torch.Tensor:
-        resized = reference.convert("RGB").resize(CLIP_SIZE, Image.BICUBIC)
+        resized = resize_horizontal_first(reference.convert("RGB"), CLIP_SIZE, Image.BICUBIC)
+        # Already 224 x 224: the processor's own shortest-edge resize and centre crop leave it unchanged.
         return self.clip_processor(images=resized, return_tensors="pt").pixel_values
 
     def reference_pixels(self, reference: Image.Image, width: int, height: int) -> torch.Tensor:
-        return self.reference_processor.preprocess(reference.convert("RGB"), height=height, width=width)
+        """The VAE input: Lanczos to exactly width x height (resized here, so that the processor's own
+        resize is a no-op), then [-1, 1]."""
+        resized = resize_horizontal_first(reference.convert("RGB"), (width, height), Image.LANCZOS)
+        return self.reference_processor.preprocess(resized, height=height, width=width)
 
     @torch.no_grad()
     def encode_reference(self, reference: Image.Image, width: int, height: int) -> ReferenceEncoding:

@@ -131,6 +131,11 @@ class Predictor(BasePredictor):
             description="Retarget the dancer's skeleton to the reference's body proportions and position (MusePose's pose_align). Off: the dancer's own skeleton in the video's framing.",  # noqa: E501
             default=True,
         ),
+        pose_align_mode: str = Input(
+            description="'fixed' aligns like MusePose's pose_align with its bugs fixed (the same result wherever they do not bite); 'upstream' reproduces MusePose's pose_align exactly, bugs included.",  # noqa: E501
+            default="fixed",
+            choices=["fixed", "upstream"],
+        ),
         pose_video: bool = Input(
             description="The dance video already is a pose video (for example a previous aligned-pose output): skip detection and alignment and use its frames as the poses.",  # noqa: E501
             default=False,
@@ -166,6 +171,7 @@ class Predictor(BasePredictor):
             window=window,
             overlap=overlap,
             align_pose=align_pose,
+            pose_align_mode=pose_align_mode,
             pose_video=pose_video,
             save_aligned_pose=save_aligned_pose,
             save_comparison=save_comparison,

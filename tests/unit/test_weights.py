@@ -385,6 +385,10 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
         (lambda m: m["files"].update(b=dict(m["files"]["a"])), "files.b.dest 'x/a.bin' repeats files.a.dest"),
         (lambda m: m["conversions"]["c"].update(function="nocolon"), "conversions.c.function must be"),
         (lambda m: m["conversions"]["c"]["outputs"]["o"].pop("dest"), "conversions.c.outputs.o lacks 'dest'"),
+        (
+            lambda m: m["conversions"]["c"].update(kept_inputs=["b"]),
+            "conversions.c.kept_inputs names 'b', which",
+        ),
     ],
 )
 def test_manifest_schema_errors_name_the_field(tmp_path, mutate, message):
@@ -481,6 +485,12 @@ def test_conversions_run_once_and_their_outputs_are_returned(server, root, tmp_p
     (root / "raw/src.bin").unlink()
     assert set(weights.ensure("musepose")) == {"compact/twice.safetensors", "compact/reversed.safetensors"}
     assert server.gets("src.bin") == [None] and len(calls.read_text().splitlines()) == 1
+
+    # Unless the predictor reads it as well: a kept input is fetched again, and nothing is converted again.
+    conversion["kept_inputs"] = ["src"]
+    use_manifest(tmp_path, monkeypatch, files, {"compact": conversion})
+    assert weights.ensure("musepose")["raw/src.bin"].read_bytes() == PAYLOAD
+    assert server.gets("src.bin") == [None, None] and len(calls.read_text().splitlines()) == 1
 
 
 def test_package_entry_comes_from_the_installed_distribution(root, tmp_path, monkeypatch):
