@@ -53,12 +53,22 @@ def cases(files: dict[str, str]) -> dict[str, tuple[str, list[str], dict]]:
         "nst": (
             "predictors/nst/predict.py",
             ["vgg19"],
-            {"content": files["content.png"], "style": files["content.png"], "max_side": 64, "iterations": 1},
+            {
+                "image": files["content.png"],
+                "style_image": files["content.png"],
+                "max_side": 64,
+                "iterations": 1,
+            },
         ),
         "sd_style": (
             "predictors/sd_style/predict.py",
             ["sd15"],
-            {"image": files["content.png"], "style_image": files["content.png"], "steps": 1, "max_side": 256},
+            {
+                "image": files["content.png"],
+                "style_image": files["content.png"],
+                "num_inference_steps": 1,
+                "max_side": 256,
+            },
         ),
         "musepose": (
             "predictors/musepose/predict.py",
@@ -68,7 +78,7 @@ def cases(files: dict[str, str]) -> dict[str, tuple[str, list[str], dict]]:
                 "dance_video": files["dance.mp4"],
                 "resolution": 64,
                 "max_frames": 4,
-                "steps": 1,
+                "num_inference_steps": 1,
                 "window": 4,
                 "overlap": 1,
             },

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-musepose")]
 FAST = {
     "resolution": 64,
     "max_frames": 2,
-    "steps": 1,
+    "num_inference_steps": 1,
     "window": 2,
     "overlap": 0,
     "seed": 3,
@@ -94,7 +94,7 @@ def test_frame_limits_that_leave_no_frame_name_the_limits(server, ok):
 
 
 def test_float_inputs_take_json_integers(server, ok):
-    hostile.accepted(server, {**ok, "guidance": 2, "max_seconds": 1, "target_fps": 8}, ok=ok)
+    hostile.accepted(server, {**ok, "guidance_scale": 2, "max_seconds": 1, "target_fps": 8}, ok=ok)
 
 
 def test_nothing_was_written_into_home(server):

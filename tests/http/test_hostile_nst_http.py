@@ -22,8 +22,8 @@ def ok(tmp_path_factory):
     Image.open(REPO_ROOT / "examples" / "content.jpg").resize((48, 32)).save(folder / "content.png")
     Image.open(REPO_ROOT / "examples" / "style.png").resize((32, 32)).save(folder / "style.png")
     return {
-        "content": data_uri(folder / "content.png"),
-        "style": data_uri(folder / "style.png"),
+        "image": data_uri(folder / "content.png"),
+        "style_image": data_uri(folder / "style.png"),
         "max_side": 64,
         "iterations": 1,
         "preview_every": 0,
@@ -38,18 +38,18 @@ def server(predictor_server):
 @pytest.mark.parametrize(
     ("field", "data", "fragment"),
     [
-        ("content", b"a shopping list, not a photo", "The content image is not a picture file we can read"),
-        ("content", b"", "The content image is empty (0 bytes)"),
+        ("image", b"a shopping list, not a photo", "The image is not a picture file we can read"),
+        ("image", b"", "The image is empty (0 bytes)"),
         (
-            "content",
+            "image",
             hostile.png_header(64, 64) + b"\0\0\0\x10IDAT",
-            "The content image is truncated or corrupt",
+            "The image is truncated or corrupt",
         ),
-        ("content", hostile.png_header(50000, 50000), "The content image is too large to decode safely"),
-        ("style", hostile.png_header(40000, 1), "each side must be at least 16 pixels"),
-        ("content", hostile.png_header(4000, 300), "its long side is more than 10 times its short side"),
-        ("style", EPS, "The style image is not a picture file we can read"),
-        ("style_3", b"not a picture", "The style image 3 is not a picture file we can read"),
+        ("image", hostile.png_header(50000, 50000), "The image is too large to decode safely"),
+        ("style_image", hostile.png_header(40000, 1), "each side must be at least 16 pixels"),
+        ("image", hostile.png_header(4000, 300), "its long side is more than 10 times its short side"),
+        ("style_image", EPS, "The style image is not a picture file we can read"),
+        ("style_image_3", b"not a picture", "The style image 3 is not a picture file we can read"),
     ],
     ids=["text", "empty", "truncated", "bomb", "sliver", "elongated", "eps", "third-style-named"],
 )
@@ -73,7 +73,10 @@ def test_bad_style_weights_end_in_a_short_sentence(server, ok, weights, fragment
 
 def test_a_path_on_the_server_is_refused(server, ok):
     hostile.refused(
-        server, {**ok, "style": "/etc/hostname"}, "The style image must be given as an http(s) URL", ok=ok
+        server,
+        {**ok, "style_image": "/etc/hostname"},
+        "The style image must be given as an http(s) URL",
+        ok=ok,
     )
 
 

@@ -27,7 +27,7 @@ def ok(tmp_path_factory):
     return {
         "image": data_uri(folder / "content.png"),
         "style_image": data_uri(folder / "style.png"),
-        "steps": 1,
+        "num_inference_steps": 1,
         "max_side": 256,
         "seed": 1,
         "disable_safety_checker": True,
@@ -45,7 +45,7 @@ def test_every_float_input_takes_a_json_integer(server, ok):
         "structure_strength": 1,
         "style_strength": 1,
         "denoise_strength": 1,
-        "guidance": 6,
+        "guidance_scale": 6,
         "megapixels": 1,
     }
     hostile.accepted(server, {**ok, **integers}, ok=ok)
@@ -60,7 +60,7 @@ def test_every_float_input_takes_a_json_integer(server, ok):
             "The style image is 40000x1 pixels; each side must be at least 16",
         ),
         ("style_image", hostile.png_header(4000, 300), "its long side is more than 10 times its short side"),
-        ("image", hostile.png_header(20, 20000), "The content image is 20x20000 pixels"),
+        ("image", hostile.png_header(20, 20000), "The image is 20x20000 pixels"),
         ("style_image_3", b"GIF89a broken", "The style image 3 is not a picture file we can read"),
     ],
     ids=["sliver", "elongated-style", "elongated-content", "third-style-named"],

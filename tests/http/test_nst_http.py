@@ -3,18 +3,18 @@ cancellation."""
 
 from __future__ import annotations
 
+import contextlib
 import io
-import re
+import json
 
 import pytest
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
 from tests.http.harness import assert_validation_errors, data_uri, output_bytes, tiny_environment
+from tests.replicate_progress import progress_lines
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-nst")]
-
-ITERATION = re.compile(r"iteration (\d+)/(\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def images(tmp_path_factory):
     content, style = folder / "content.png", folder / "style.png"
     Image.open(REPO_ROOT / "examples" / "content.jpg").resize((96, 64)).save(content)
     Image.open(REPO_ROOT / "examples" / "style.png").resize((64, 64)).save(style)
-    return {"content": data_uri(content), "style": data_uri(style)}
+    return {"image": data_uri(content), "style_image": data_uri(style)}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,17 @@ def server(predictor_server):
 
 
 def iterations_logged(logs: str) -> list[int]:
-    return [int(match.group(1)) for match in ITERATION.finditer(logs or "")]
+    """The iteration counts of the progress lines (the first one is 0, printed before the first iteration)."""
+    return [current for _, current, _ in progress_lines(logs)]
+
+
+def printed_by_predictions(server_log: str) -> str:
+    """What predictions printed, from the server log: one JSON record per line, the text in its message."""
+    messages = []
+    for line in server_log.splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            messages.append(json.loads(line)["fields"]["message"])
+    return "\n".join(messages)
 
 
 def test_sync_prediction_streams_previews_then_the_final_image(server, images):
@@ -93,15 +103,17 @@ def test_range_and_choice_violations_are_422(server, images, field, value, messa
     assert message in errors[field], errors
 
 
-def test_missing_content_is_422(server, images):
-    assert_validation_errors(server.post_prediction({"style": images["style"]}), {"content": "required"})
+def test_missing_image_is_422(server, images):
+    assert_validation_errors(
+        server.post_prediction({"style_image": images["style_image"]}), {"image": "required"}
+    )
 
 
 @pytest.mark.parametrize(
     ("payload", "mime", "message"),
     [
         (b"this is plain text, not a picture", "image/png", "not a picture file we can read"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "image/png", "content image"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "image/png", "The image is corrupt"),
     ],
     ids=["text-as-png", "truncated-png"],
 )
@@ -110,7 +122,7 @@ def test_corrupt_upload_fails_clearly_and_the_server_stays_ready(
 ):
     broken = tmp_path / "broken.png"
     broken.write_bytes(payload)
-    prediction = server.predict({**images, "content": data_uri(broken, mime)})
+    prediction = server.predict({**images, "image": data_uri(broken, mime)})
     assert prediction["status"] == "failed"
     assert message in prediction["error"]
     assert "Traceback" not in prediction["error"]
@@ -128,7 +140,7 @@ def test_cancel_lands_within_an_iteration_and_the_server_recovers(server, images
     )
     assert server.cancel("nst-cancel").status_code == 200
     # Read once the cancel is accepted, so a test process that is slow to get here only loosens the bound.
-    at_cancel = iterations_logged(server.log_text())[-1]
+    at_cancel = iterations_logged(printed_by_predictions(server.log_text()))[-1]
     final = webhook.wait_completed("nst-cancel")
     assert final["status"] == "canceled"
     done = iterations_logged(final.get("logs"))

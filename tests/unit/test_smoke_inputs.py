@@ -20,8 +20,8 @@ def test_a_stale_input_name_is_reported(tmp_path):
     if not case.predict_file.is_file():
         pytest.skip("the nst predictor does not exist yet")
     inputs = {**case.inputs(tmp_path), "colour": "red"}
-    del inputs["content"]
-    with pytest.raises(smoke.StaleInputs, match=r"unknown: \['colour'\], missing required: \['content'\]"):
+    del inputs["image"]
+    with pytest.raises(smoke.StaleInputs, match=r"unknown: \['colour'\], missing required: \['image'\]"):
         smoke.check_inputs(case, inputs)
 
 
