@@ -165,7 +165,8 @@ def main() -> None:
                 )
         print(f"{'cancel':40} {'n':>4} {'median s':>9} {'max s':>7}")
         for label, values in rows:
-            print(f"{label:40} {len(values):4d} {statistics.median(values):9.3f} {max(values):7.3f}")
+            if values:
+                print(f"{label:40} {len(values):4d} {statistics.median(values):9.3f} {max(values):7.3f}")
         print(f"\n{'409 on back-to-back sync requests':40} {'409':>5} {'n':>5} {'rate':>6}")
         for name in args.predictors:
             predictor, parts, inputs = cases(files)[name]
