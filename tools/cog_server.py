@@ -227,9 +227,11 @@ class CogServer:
                 status = last.get("status")
                 if status == "READY":
                     return last
-                if status in ("SETUP_FAILED", "DEFUNCT"):
+                if status in ("SETUP_FAILED", "DEFUNCT", "UNHEALTHY"):
+                    # UNHEALTHY: the worker died, or the predictor's healthcheck() failed (and says why).
+                    reason = last.get("user_healthcheck_error") or ""
                     setup_logs = (last.get("setup") or {}).get("logs", "")
-                    raise self.fail(f"the Cog server reports {status}; setup logs:\n{setup_logs}")
+                    raise self.fail(f"the Cog server reports {status} {reason}; setup logs:\n{setup_logs}")
             time.sleep(0.1)
         raise self.fail(f"the Cog server was not READY after {timeout:.0f} s (last health-check: {last})")
 

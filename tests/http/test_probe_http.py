@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.http.harness import CogServer, ServerError
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-probe")]
 
@@ -79,6 +80,16 @@ def test_a_dead_worker_fails_readiness_and_liveness(cog_server, tmp_path):
     wait_status(server, "UNHEALTHY")
     assert probe(server, "ready") == (1, "ready: fail: UNHEALTHY")
     assert probe(server, "live", "--state", str(tmp_path / "live.json")) == (1, "live: fail: UNHEALTHY")
+
+
+def test_a_failing_predictor_healthcheck_makes_the_server_unhealthy():
+    """coglet 0.23.1 runs the predictor's healthcheck() on GET /health-check while idle; a False answer is
+    UNHEALTHY (which both probes fail, as the dead-worker case shows). Each predictor's healthcheck() is
+    runtime.device_works."""
+    with pytest.raises(
+        ServerError, match="reports UNHEALTHY Healthcheck failed: user-defined healthcheck returned"
+    ):
+        CogServer(f"{ECHO}:BrokenDevice", ready_timeout=120).start()
 
 
 def test_no_server_fails_both(tmp_path):

@@ -78,3 +78,10 @@ class ShoutingFallback(Predictor):
 
     def predict(self, **inputs) -> Iterator[Path]:
         return super().predict(**{**inputs, "shout": True})
+
+
+class BrokenDevice(Predictor):
+    """Its ``healthcheck()`` fails, as a real predictor's does once its GPU context is broken."""
+
+    def healthcheck(self) -> bool:
+        return False
