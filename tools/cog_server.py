@@ -43,7 +43,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 DEFAULT_EVENTS = ("start", "output", "logs", "completed")
 # What the images set (cog.yaml ``environment``); a server started here behaves like the container.
-IMAGE_ENVIRONMENT = {"TRIPTYCH_REJECT_LOCAL_PATHS": "1", "HF_HUB_OFFLINE": "1"}
+IMAGE_ENVIRONMENT = {
+    "TRIPTYCH_REJECT_LOCAL_PATHS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "XDG_CACHE_HOME": "/tmp/triptych-cache",
+}
 
 
 class ServerError(RuntimeError):
@@ -98,6 +102,8 @@ class CogServer:
     current environment and ``IMAGE_ENVIRONMENT``.
     ``python``: the interpreter that runs the server (default: this one).
     ``source_dir``: the folder that stands for the image's ``/src``, where the server runs (module docstring).
+    ``args``: more server options, as the serving kit passes them (``["--await-explicit-shutdown", "true"]``).
+    ``conflicts`` counts the 409 answers retried.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class CogServer:
         *,
         python: str | Path | None = None,
         source_dir: str | Path | None = None,
+        args: Iterable[str] = (),
         ready_timeout: float = 300.0,
         request_timeout: float = 600.0,
     ) -> None:
@@ -116,6 +123,8 @@ class CogServer:
             predictor if self.source_dir is None else f"{self.source_dir}/{predictor}"
         )
         self.extra_env = dict(env or {})
+        self.args = list(args)
+        self.conflicts = 0
         self.ready_timeout = ready_timeout
         self.request_timeout = request_timeout
         self.workdir: Path | None = None
@@ -177,7 +186,7 @@ class CogServer:
             self.port = free_port()
             self._log_handle = self.log_path.open("wb")
             self.process = subprocess.Popen(
-                [str(self.python), "-m", "cog.server.http", "--host", "127.0.0.1"],
+                [str(self.python), "-m", "cog.server.http", "--host", "127.0.0.1", *self.args],
                 cwd=self.cwd,
                 env=self._environment(),
                 stdout=self._log_handle,
@@ -248,9 +257,11 @@ class CogServer:
                 status = last.get("status")
                 if status == "READY":
                     return last
-                if status in ("SETUP_FAILED", "DEFUNCT"):
+                if status in ("SETUP_FAILED", "DEFUNCT", "UNHEALTHY"):
+                    # UNHEALTHY: the worker died, or the predictor's healthcheck() failed (and says why).
+                    reason = last.get("user_healthcheck_error") or ""
                     setup_logs = (last.get("setup") or {}).get("logs", "")
-                    raise self.fail(f"the Cog server reports {status}; setup logs:\n{setup_logs}")
+                    raise self.fail(f"the Cog server reports {status} {reason}; setup logs:\n{setup_logs}")
             time.sleep(0.1)
         raise self.fail(f"the Cog server was not READY after {timeout:.0f} s (last health-check: {last})")
 
@@ -268,8 +279,9 @@ class CogServer:
     ) -> requests.Response:
         """``POST /predictions`` and return the raw response (200, 202, 422...), retrying while it is 409.
 
-        Cog answers 409 (busy) to a share of back-to-back requests while the previous prediction is being
-        finished; a client waits and tries again.
+        Cog answers 409 (busy) while a prediction runs, and to a share of back-to-back requests while the
+        previous one is being finished; a client waits and tries again, with a growing delay (see
+        docs/serving.md).
         """
         body: dict[str, Any] = {"input": inputs}
         if prediction_id is not None:
@@ -287,6 +299,7 @@ class CogServer:
             )
             if response.status_code != 409 or time.monotonic() > deadline:
                 return response
+            self.conflicts += 1
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 

@@ -26,10 +26,13 @@ import av
 import numpy as np
 
 from predictors.common.errors import InputError
+from predictors.common.media import check_size
 
 __all__ = ["VideoFrame", "VideoInfo", "VideoWriter", "probe", "read_frames"]
 
 _AUDIO_RATE_FALLBACK = 44100
+# A frame larger than this (about 4K UHD x 2) is refused before the first one is decoded.
+MAX_FRAME_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,15 @@ def _frame_time(frame: av.VideoFrame, stream, fallback_index: int, fps: Fraction
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Inspect a video file. Raises ``InputError`` for a file without a decodable video frame."""
+    """Inspect a video file. Raises ``InputError`` for a file without a decodable video frame, or whose
+    frames are outside the size limits of ``media.check_size`` (at most ``MAX_FRAME_PIXELS``)."""
     with _open(path) as container:
         stream = _video_stream(container)
         has_audio = bool(container.streams.audio)
+        declared = (stream.codec_context.width, stream.codec_context.height)
+        if all(declared):
+            # From the header, before the decoder allocates a frame of that size.
+            check_size(*declared, "video", max_pixels=MAX_FRAME_PIXELS)
         first = next(_decode(container, stream), None)
         if first is None:
             raise InputError("The video has no frames. Upload a video with at least one frame.")

@@ -48,6 +48,9 @@ from predictors.musepose.pose_align import CANVAS_WIDTH, OUTPUT_HEIGHT, align_po
 
 DETECTION_BATCH = 16
 DECODE_CHUNK = 4
+# Below this the UNet's deepest level is left with a single value per normalisation group (GroupNorm fails
+# at 8 and 16 px); MusePose is trained at 512-768 px, so nothing this small is useful anyway.
+MIN_GENERATION_SIDE = 32
 # "fixed": upstream's pose alignment with its bugs fixed (see pose_align.py); "upstream": exactly upstream's.
 POSE_ALIGN_MODES = ("fixed", "upstream")
 
@@ -105,7 +108,7 @@ class Result:
 
 def generation_size(request: Request, aspect_size: tuple[int, int]) -> tuple[int, int]:
     """(width, height), multiples of 8: explicit, square, or the pose frames' aspect with the long side at
-    ``resolution``."""
+    ``resolution``; each side at least MIN_GENERATION_SIDE."""
     if request.width or request.height:
         if not (request.width and request.height):
             raise InputError(
@@ -113,13 +116,22 @@ def generation_size(request: Request, aspect_size: tuple[int, int]) -> tuple[int
             )
         if request.width % VAE_FACTOR or request.height % VAE_FACTOR:
             raise InputError(f"Width and height must be multiples of {VAE_FACTOR}.")
-        return request.width, request.height
-    if request.square:
+        size = (request.width, request.height)
+    elif request.square:
         side = request.resolution // VAE_FACTOR * VAE_FACTOR
-        return side, side
-    width, height = aspect_size
-    scale = request.resolution / max(width, height)
-    return tuple(max(VAE_FACTOR, round(side * scale / VAE_FACTOR) * VAE_FACTOR) for side in (width, height))
+        size = (side, side)
+    else:
+        width, height = aspect_size
+        scale = request.resolution / max(width, height)
+        size = tuple(
+            max(VAE_FACTOR, round(side * scale / VAE_FACTOR) * VAE_FACTOR) for side in (width, height)
+        )
+    if min(size) < MIN_GENERATION_SIDE:
+        raise InputError(
+            f"The generation size would be {size[0]}x{size[1]} pixels; each side must be at least "
+            f"{MIN_GENERATION_SIDE}. Raise width and height or resolution, or use a less elongated picture."
+        )
+    return size
 
 
 def _check(request: Request) -> None:
@@ -175,6 +187,11 @@ class Animator:
         if request.max_seconds:
             limit = min(limit, max(1, math.floor(request.max_seconds * info.fps)))
         count = len(frame_plan(info.frame_count, limit, request.skip))
+        if count == 0 and info.frame_count > limit:
+            raise InputError(
+                f"max_frames and max_seconds leave {limit} frame(s) of the dance video, which give no frame "
+                f"at one in {request.skip + 1}. Raise max_frames or max_seconds, or lower skip."
+            )
         if count == 0:
             raise InputError(
                 f"The dance video is too short: {info.frame_count} frame(s) give no frame at one in "

@@ -6,7 +6,7 @@ import os
 
 from cog import BaseModel, BasePredictor, Input, Path
 
-from predictors.common import media, runtime, weights
+from predictors.common import boundary, media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
 from predictors.musepose.pipeline import MusePosePipeline, load_models
@@ -45,13 +45,17 @@ class Predictor(BasePredictor):
         paths = weights.ensure("musepose")
         files = {name: paths[dest] for name, dest in WEIGHTS.items()}
         files.update({name: files[name].parent for name in FOLDERS})
-        device = runtime.select_device()
-        dtype = runtime.select_dtype(device)
-        pipeline = MusePosePipeline(load_models(**files).to(device, dtype), device, dtype)
+        self.device = runtime.select_device()
+        dtype = runtime.select_dtype(self.device)
+        pipeline = MusePosePipeline(load_models(**files).to(self.device, dtype), self.device, dtype)
         pose_model = Wholebody(paths[DETECTOR_FILE], paths[POSE_FILE], rules="musepose")
         self.animator = Animator(pipeline, pose_model, logger)
         self.outputs = media.Outputs()
 
+    def healthcheck(self) -> bool:
+        return runtime.device_works(self.device)
+
+    @boundary.prediction
     def predict(
         self,
         reference_image: Path = Input(
