@@ -7,7 +7,8 @@ from cog import BasePredictor, Input, Path
 from predictors.common import media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
-from predictors.musepose.pipeline import MusePosePipeline, Progress, load_models
+from predictors.musepose.distributed import load_pipeline
+from predictors.musepose.pipeline import Progress
 
 WEIGHTS = {
     "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
@@ -42,7 +43,8 @@ class Predictor(BasePredictor):
         files.update({name: files[name].parent for name in FOLDERS})
         device = runtime.select_device()
         dtype = runtime.select_dtype(device)
-        pipeline = MusePosePipeline(load_models(**files).to(device, dtype), device, dtype)
+        # Several GPUs: worker processes share the denoising (predictors/musepose/distributed.py).
+        pipeline = load_pipeline(files, device, dtype, logger)
         pose_model = Wholebody(paths[DETECTOR_FILE], paths[POSE_FILE], rules="musepose")
         self.animator = Animator(pipeline, pose_model, logger)
         self.outputs = media.Outputs()
