@@ -242,16 +242,17 @@ DECODE_CHUNK = 4
 LATENT_CHANNELS, PIXEL_BYTES = 4, 3 * 4  # decoded frames travel as float32 RGB
 
 
-def parallel_schedule() -> list[list[int]]:
-    """The windows of 300 frames at the defaults (window 48, overlap 4), padded as the pipeline pads."""
-    padded = PARALLEL_FRAMES + padding_repeats(PARALLEL_FRAMES, REAL_WINDOW, PARALLEL_OVERLAP)
+def parallel_schedule(length: int = PARALLEL_FRAMES) -> list[list[int]]:
+    """The windows of ``length`` frames at the defaults (window 48, overlap 4), padded as the pipeline
+    pads."""
+    padded = length + padding_repeats(length, REAL_WINDOW, PARALLEL_OVERLAP)
     return context_windows(padded, REAL_WINDOW, PARALLEL_OVERLAP)
 
 
-def parallel_model(gflops: dict[str, float]) -> list[dict[str, float]]:
+def parallel_model(gflops: dict[str, float], length: int = PARALLEL_FRAMES) -> list[dict[str, float]]:
     """Per rank count: the busiest rank's UNet3D calls per step and decoded frames, the bytes exchanged, and
     the modelled time and speed-up (denoise + decode; the ReferenceNet runs on every rank at once)."""
-    windows = parallel_schedule()
+    windows = parallel_schedule(length)
     frames, latent = windows[-1][-1] + 1, REAL_SIZE // 8
     unet = gflops["UNet3D per frame per step (CFG pair)"] + gflops["pose guider per frame"]
     rows = []
