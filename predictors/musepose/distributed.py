@@ -391,6 +391,8 @@ def _serve(
                 replies.put(("done", share.calls))
             except Stopped:
                 replies.put(("stopped", share.calls))
+            # The job maps the poses' shared memory: let it go now rather than with the next job.
+            del job
         dist.destroy_process_group()
     except BaseException as exc:
         # After an error this rank may have left a collective half done: it ends, and rank 0 ends the team.
