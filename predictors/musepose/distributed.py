@@ -22,7 +22,9 @@ Processes: rank 0 is the predictor's own process; ``Team`` starts one worker pro
 (``forkserver``: the workers fork from a server that imported this module once, and CUDA, never initialised
 in that server, works in each of them). Each worker loads the models once and then serves jobs from a queue.
 The ranks meet on ``torch.distributed`` through a TCPStore on 127.0.0.1 whose port the OS picks, with NCCL
-on GPUs and gloo on the CPU.
+on GPUs and gloo on the CPU. Under Cog the workers' output joins the predictor's logs: Cog gives child
+processes capture pipes as stdout and stderr, never its control channel
+(``crates/coglet/src/fd_redirect.rs``).
 
 Rules that keep the ranks in step:
 - A job is the same sequence of collectives on every rank, and no rank leaves one out. To stop (cancel, or
@@ -74,13 +76,14 @@ from predictors.musepose.pipeline import (
 )
 
 RANKS_ENV = "TRIPTYCH_MUSEPOSE_RANKS"
-# A collective or a reply is waited for in slices this long; between them rank 0 checks that the workers
-# live and the calling thread can take a cancel.
+# Waits are sliced: a collective is polled every POLL_SECONDS (rank 0 checks that its workers live between
+# polls), replies and rank 0's thread every WAIT_SECONDS (the calling thread can take a cancel between them).
 POLL_SECONDS = 0.002
 WAIT_SECONDS = 0.05
 # Only a hung rank ever reaches this: rank 0 notices dead workers itself.
 GROUP_TIMEOUT = datetime.timedelta(minutes=30)
-# How long a worker may take to leave after being asked to, before it is killed.
+# How long a worker may take to leave when asked to, and how long a broken connection waits for the exit of
+# the worker behind it to show, so that the error can name it.
 EXIT_GRACE_SECONDS = 10.0
 
 T = TypeVar("T")
