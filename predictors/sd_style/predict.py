@@ -152,6 +152,10 @@ class Predictor(BasePredictor):
         disable_safety_checker: bool = Input(
             description="Skip the safety checker (outputs it flags are otherwise withheld).", default=False
         ),
+        return_control_image: bool = Input(
+            description="Also return the Canny edge map the structure follows, as a PNG after the images, to tune canny_low and canny_high by eye.",  # noqa: E501
+            default=False,
+        ),
     ) -> list[Path]:
         self.outputs.start()
         if canny_low >= canny_high:
@@ -192,16 +196,17 @@ class Predictor(BasePredictor):
             scheduler,
         )
         with runtime.oom_guard("Lower max_side, megapixels or num_outputs."):
-            images = self.pipeline.run(job, on_step=self._log_step)
+            images = self.pipeline.run(job)
         if not disable_safety_checker:
             images = self._withhold_flagged(images)
-        return [
+        paths = [
             Path(self.outputs.save_image(img, f"sd-style-{seed}", output_format, output_quality))
             for img in images
         ]
-
-    def _log_step(self, stage: str, step: int, total: int) -> None:
-        logger.info("%s pass: step %d/%d", stage, step, total)
+        if return_control_image:
+            # PNG whatever output_format says: a lossy codec would blur the one-pixel edges.
+            paths.append(Path(self.outputs.save_image(job.control_image(), "control-canny", "png")))
+        return paths
 
     def _withhold_flagged(self, images):
         flags = self.pipeline.flag_unsafe(images)

@@ -3,18 +3,18 @@ cancellation."""
 
 from __future__ import annotations
 
+import contextlib
 import io
-import re
+import json
 
 import pytest
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
 from tests.http.harness import assert_validation_errors, data_uri, output_bytes, tiny_environment
+from tests.replicate_progress import progress_lines
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-nst")]
-
-ITERATION = re.compile(r"iteration (\d+)/(\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,17 @@ def server(cog_server):
 
 
 def iterations_logged(logs: str) -> list[int]:
-    return [int(match.group(1)) for match in ITERATION.finditer(logs or "")]
+    """The iteration counts of the progress lines (the first one is 0, printed before the first iteration)."""
+    return [current for _, current, _ in progress_lines(logs)]
+
+
+def printed_by_predictions(server_log: str) -> str:
+    """What predictions printed, from the server log: one JSON record per line, the text in its message."""
+    messages = []
+    for line in server_log.splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            messages.append(json.loads(line)["fields"]["message"])
+    return "\n".join(messages)
 
 
 def test_sync_prediction_streams_previews_then_the_final_image(server, images):
@@ -130,7 +140,7 @@ def test_cancel_lands_within_an_iteration_and_the_server_recovers(server, images
     )
     assert server.cancel("nst-cancel").status_code == 200
     # Read once the cancel is accepted, so a test process that is slow to get here only loosens the bound.
-    at_cancel = iterations_logged(server.log_text())[-1]
+    at_cancel = iterations_logged(printed_by_predictions(server.log_text()))[-1]
     final = webhook.wait_completed("nst-cancel")
     assert final["status"] == "canceled"
     done = iterations_logged(final.get("logs"))

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
@@ -102,6 +103,16 @@ def distributed(files, single):
         pipeline.team.close()
 
 
+@contextmanager
+def after_each_rank0_unet_call(pipeline: DistributedPipeline, hook):
+    """Run ``hook`` after every denoising-UNet call of rank 0 (this process)."""
+    handle = pipeline.local.models.denoising_unet.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def assert_same(ours: tuple[torch.Tensor, torch.Tensor], theirs: tuple[torch.Tensor, torch.Tensor]) -> None:
     for mine, wanted in zip(ours, theirs, strict=True):
         assert mine.shape == wanted.shape
@@ -124,12 +135,12 @@ def test_a_worker_killed_mid_step_fails_clearly_and_the_next_run_restarts(distri
     pipeline = distributed(2)
     victim = pipeline.team.workers[0].process
 
-    def kill_once(progress) -> None:
+    def kill_once(module, args, output) -> None:
         if victim.is_alive():
             os.kill(victim.pid, signal.SIGKILL)
 
-    with pytest.raises(WorkerError) as raised:
-        generate(pipeline, encoding, 7, on_progress=kill_once)
+    with after_each_rank0_unet_call(pipeline, kill_once), pytest.raises(WorkerError) as raised:
+        generate(pipeline, encoding, 7)
     assert str(raised.value) == (
         "The MusePose worker on cpu (rank 1) stopped unexpectedly (was killed by signal 9); this prediction "
         "failed, and the workers restart with the next one."
@@ -159,7 +170,7 @@ def test_cancel_reaches_every_rank_within_the_step(distributed, expected, encodi
     pids = [worker.process.pid for worker in pipeline.team.workers]
     caller: dict[str, object] = {}
 
-    def cancel_once(progress) -> None:
+    def cancel_once(module, args, output) -> None:
         if "sent" not in caller:
             caller["sent"] = True
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -171,13 +182,14 @@ def test_cancel_reaches_every_rank_within_the_step(distributed, expected, encodi
     def predict() -> None:
         caller["thread"] = threading.get_ident()
         try:
-            generate(pipeline, encoding, 13, steps=3, on_progress=cancel_once)
+            generate(pipeline, encoding, 13, steps=3)
         except BaseException as exc:
             caller["raised"] = exc
 
     thread = threading.Thread(target=predict)
-    thread.start()
-    thread.join(120)
+    with after_each_rank0_unet_call(pipeline, cancel_once):
+        thread.start()
+        thread.join(120)
     assert isinstance(caller.get("raised"), CancelationException)
     assert pipeline.team.outcomes == ["stopped", "stopped"]
     # 4 windows on 3 ranks: 2, 1, 1 UNet calls per step, 6, 3, 3 for the 3 steps. Rank 0 stopped after its

@@ -44,8 +44,7 @@ def predict(predictor, inputs: dict[str, Path]) -> np.ndarray:
         "seed": 5,
         "keep_audio": False,
     }
-    output = predictor.predict(**values)
-    video = output.video if hasattr(output, "video") else output[0]
+    video = predictor.predict(**values).video
     with av.open(str(video)) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 

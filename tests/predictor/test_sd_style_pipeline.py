@@ -3,12 +3,16 @@ pipelines, the adapter block maps, style blending and its cache, schedulers, the
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges
+from predictors.common import runtime
+from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges, planned_steps
+from tests.replicate_progress import progress_lines
 
 SIZE = 64
 FAMILY_NAMES = ["sd15", "sdxl"]
@@ -265,6 +269,42 @@ def test_detail_pass(pipelines, family):
         assert sp.detail.controlnet is not sp.txt2img.controlnet  # the tile ControlNet
         assert sp.detail.unet is sp.txt2img.unet  # shared, not loaded twice
     assert calls  # the detail ControlNet ran
+
+
+@pytest.mark.parametrize(
+    ("family", "changes", "passes"),
+    [
+        ("sd15", {"num_inference_steps": 3}, {"main": 3}),
+        ("sd15", {"num_inference_steps": 7, "denoise": 0.5}, {"main": 3}),
+        # The detail pass runs img2img at 0.35 of max(steps, 3) steps.
+        ("sd15", {"num_inference_steps": 4, "denoise": 0.6, "detail_pass": True}, {"main": 2, "detail": 1}),
+        (
+            "sdxl",
+            {"num_inference_steps": 6, "scheduler": "Euler a", "detail_pass": True},
+            {"main": 6, "detail": 2},
+        ),
+    ],
+)
+def test_one_progress_bar_counts_the_steps_of_every_pass(
+    pipelines, monkeypatch, capsys, caplog, family, changes, passes
+):
+    monkeypatch.setenv(runtime.PROGRESS_INTERVAL_ENV, "0")
+    job = _job(**changes)
+    assert planned_steps(job) == passes
+    stages = []
+    with caplog.at_level(logging.INFO, logger="predictors.sd_style.pipeline"):
+        pipelines[family].run(job, on_step=lambda stage, step, steps: stages.append(stage))
+    # diffusers ran exactly the planned steps, so the bar ends at 100%.
+    assert stages == [stage for stage, count in passes.items() for _ in range(count)]
+    total = sum(passes.values())
+    lines = progress_lines(capsys.readouterr().out)
+    assert [(current, bar_total) for _, current, bar_total in lines] == [
+        (done, total) for done in range(total + 1)
+    ]
+    summaries = [r.getMessage() for r in caplog.records if r.name == "predictors.sd_style.pipeline"]
+    assert [message.split(" in ")[0] for message in summaries] == [
+        f"{stage.capitalize()} pass done: {count} steps" for stage, count in passes.items()
+    ]
 
 
 def test_components_are_shared_between_passes(pipelines):

@@ -12,13 +12,16 @@ import shutil
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from predictors.common import media
 from predictors.common.errors import InputError, WeightsError
 from predictors.sd_style.pipeline import FAMILIES
+from tests.replicate_progress import client_progress
 
 PARTS = ["sd15", "sdxl"]
 
@@ -103,7 +106,8 @@ def test_sync_outputs_sizes_and_cleanup(sd15, files, capsys):
     assert len(first) == 2 and len({p.name for p in first}) == 2
     assert all(Image.open(p).format == "PNG" and Image.open(p).size == (256, 192) for p in first)
     logs = capsys.readouterr().out
-    assert "Using seed 3" in logs and "main pass: step 2/2" in logs
+    assert "Using seed 3" in logs and "Main pass done: 2 steps" in logs
+    assert client_progress(logs) == (100, 2, 2)
     second = predict(sd15, files, megapixels=0.1, output_format="jpg", output_quality=80, seed=3)
     width, height = Image.open(second[0]).size
     assert (
@@ -235,6 +239,32 @@ def test_only_flagged_outputs_are_withheld(sd15, files, capsys):
     logs = capsys.readouterr().out
     assert "Output 1 was flagged by the safety checker and is withheld." in logs
     assert "Output 2 was flagged" not in logs
+
+
+def test_control_image_is_the_canny_map_of_the_content_at_the_thresholds(sd15, files):
+    *images, control = predict(
+        sd15,
+        files,
+        max_side=256,
+        num_outputs=2,
+        seed=4,
+        canny_low=20,
+        canny_high=60,
+        return_control_image=True,
+        disable_safety_checker=True,
+    )
+    assert len(images) == 2 and all(Image.open(path).format == "WEBP" for path in images)
+    assert Image.open(control).format == "PNG"  # lossless whatever output_format is
+    edges = np.asarray(Image.open(control))
+    assert edges.shape == (192, 256, 3)
+    content = media.resize(media.load_image(files["content"]), (256, 192))
+    gray = cv2.cvtColor(np.asarray(content), cv2.COLOR_RGB2GRAY)
+    expected = cv2.Canny(gray, 20, 60)
+    # The thresholds matter for this picture, so equality below pins the ones that were asked for.
+    assert not np.array_equal(expected, cv2.Canny(gray, 100, 200))
+    for channel in range(3):
+        np.testing.assert_array_equal(edges[..., channel], expected)
+    assert len(predict(sd15, files, max_side=256, num_outputs=2, disable_safety_checker=True)) == 2
 
 
 def test_sdxl_family(sdxl, files):

@@ -169,6 +169,7 @@ PASSED_THROUGH = {
             "save_aligned_pose",
             "save_comparison",
             "keep_audio",
+            "pose_only",
         ],
     ),
 }
