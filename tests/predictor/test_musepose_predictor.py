@@ -45,7 +45,7 @@ FAST = {
 
 
 def write_video(
-    path: Path, frames: list[np.ndarray], fps: int = VIDEO_FPS, audio_seconds: float = 0.0
+    path: Path, frames: list[np.ndarray], fps: int | Fraction = VIDEO_FPS, audio_seconds: float = 0.0
 ) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -135,6 +135,16 @@ def test_end_to_end_with_every_output(predictor, inputs, capsys):
     # The previous prediction's files are removed when the next one starts.
     run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)
     assert not any(path.exists() for path in outputs)
+
+
+def test_an_ntsc_video_with_sound_keeps_its_exact_rate(predictor, inputs, tmp_path):
+    """29.97 fps with skip 1 is 14.985 fps exactly; upstream's floor (14) would let the sound drift."""
+    dance = write_video(tmp_path / "ntsc.mp4", grey_frames(), fps=Fraction(30000, 1001), audio_seconds=1.0)
+    outputs = run(predictor, inputs["ref"], dance, max_frames=4, save_aligned_pose=True, save_comparison=True)
+    for path in outputs:
+        frames, facts = read_video(path)
+        assert facts["fps"] == Fraction(15000, 1001) and len(frames) == 2, path.name
+    assert read_video(outputs[0])[1]["audio"] and read_video(outputs[2])[1]["audio"]
 
 
 def test_the_reference_aspect_is_kept_and_square_mode_squares(predictor, inputs, capsys):
