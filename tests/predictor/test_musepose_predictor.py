@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from predictors.common.errors import InputError
@@ -234,6 +235,32 @@ def test_cancel_lands_within_one_unet_call(predictor, inputs):
         hook.remove()
     assert calls == [1]
     assert predictor.animator.pipeline.bank.features == {}  # the reference features were released
+    assert len(run(predictor, inputs["ref"], inputs["dance"], max_frames=2)) == 1
+
+
+def test_out_of_memory_in_the_unet_is_one_sentence_and_the_next_run_works(predictor, inputs, monkeypatch):
+    """The GPU recovery path on the CPU: an allocation in the UNet fails as CUDA's allocator fails."""
+    from predictors.common.errors import ResourceError
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+
+    def allocate(module, args):
+        torch.empty(1 << 16)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    unet = predictor.animator.pipeline.models.denoising_unet
+    hook = unet.mid_block.resnets[0].register_forward_pre_hook(allocate)
+    try:
+        with pytest.raises(ResourceError) as caught:
+            run(predictor, inputs["ref"], inputs["dance"], max_frames=2)
+    finally:
+        hook.remove()
+    assert str(caught.value) == (
+        "The GPU ran out of memory. Lower the resolution, the window (for example 24) or max_frames, and try "
+        "again."
+    )
+    assert emptied == [True] and predictor.animator.pipeline.bank.features == {}
     assert len(run(predictor, inputs["ref"], inputs["dance"], max_frames=2)) == 1
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 
 import pytest
 import torch
 from PIL import Image
 
-from predictors.common.errors import InputError
+from predictors.common.errors import InputError, ResourceError
 from predictors.nst.stylize import Settings
 from tests.conftest import REPO_ROOT
 
@@ -198,6 +199,31 @@ def test_quality_presets_set_the_coarse_iterations(predictor, seen_calls, qualit
         run(predictor, quality=quality, iterations=None)
     assert seen_calls[0]["settings"].iterations == iterations
     assert seen_calls[0]["settings"].style_weight == 10.0
+
+
+def test_out_of_memory_in_the_optimisation_is_one_sentence_and_the_next_run_works(predictor, monkeypatch):
+    """The GPU recovery path on the CPU: an allocation inside the VGG pass fails as CUDA's allocator fails."""
+    held: list[weakref.ref] = []
+    released_before_emptying: list[bool] = []
+    monkeypatch.setattr(
+        torch.cuda, "empty_cache", lambda: released_before_emptying.append(all(r() is None for r in held))
+    )
+
+    def allocate(module, args):
+        activations = torch.empty(1 << 16)
+        held.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    hook = predictor.vgg("max", "zeros").body[0].register_forward_pre_hook(allocate)
+    try:
+        with pytest.raises(ResourceError) as caught:
+            run(predictor)
+    finally:
+        hook.remove()
+    assert str(caught.value) == "The GPU ran out of memory. Lower max_side, or use fewer style images."
+    assert caught.value.__cause__ is None and released_before_emptying == [True]
+    (output,) = run(predictor)
+    assert Image.open(output).size == (48, 48)
 
 
 def test_landscape_keeps_its_aspect(predictor, tmp_path):
