@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: setup test lint predict smoke mutation weights bench-nst bench-sd-style bench-pose bench-musepose \
-        serve-nst serve-sd-style serve-sd-style-xl serve-musepose build-nst build-sd-style build-sd-style-xl build-musepose schema clean
+        serve-nst serve-sd-style serve-sd-style-xl serve-musepose build-nst build-sd-style build-sd-style-xl build-musepose schema docs pictures clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Offline, without VGG19, it still writes the fast (feed-forward) result and says how to get the full one.
 predict: setup
-	$(PY) -m tools.run_predictor predictors/nst/predict.py \
-	    -i content=@examples/content.jpg -i style=@examples/style.png -o outputs/
+	$(PY) -m tools.run_predictor predictors/nst/predict.py --fallback predictors/nst/predict.py:FastResult \
+	    -i image=@examples/content.jpg -i style_image=@examples/style.png -o outputs/
 
 smoke: setup
 	$(PY) -m tools.smoke
@@ -44,6 +45,13 @@ weights: setup
 
 schema: setup
 	$(PY) -m tools.cog_schema predictors/$(PREDICTOR)/predict.py
+
+# The input tables in docs/ come from the schema the Cog CLI would write; never edit them by hand.
+docs: setup
+	$(PY) -m tools.input_tables
+
+pictures: setup
+	$(PY) -m tools.readme_pictures
 
 bench-nst: setup
 	$(PY) -m bench.nst

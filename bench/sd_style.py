@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # One untimed call first: the first run at a new size pays for kernel set-up.
     predictor.predict(
-        **_predict_inputs(predictor, folder, 99, steps=1, max_side=size, disable_safety_checker=True)
+        **_predict_inputs(
+            predictor, folder, 99, num_inference_steps=1, max_side=size, disable_safety_checker=True
+        )
     )
     sp.run = timed_core_run  # predict() calls the core through this attribute
     for trial in range(args.trials):
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             predictor,
             folder,
             100 + trial,
-            steps=2,
+            num_inference_steps=2,
             max_side=size,
             output_format="png",
             disable_safety_checker=True,
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         ("style embedding: new / repeated (cache)", f"{encode_new:.2f} s / {encode_cached * 1e3:.2f} ms")
     )
     stamps: list[float] = []
-    job = Job(content=content, style_images=[style], guidance=6.0, seed=1, steps=2)
+    job = Job(content=content, style_images=[style], guidance_scale=6.0, seed=1, num_inference_steps=2)
     two_steps, _ = _timed(sp.run, job, on_step=lambda *_: stamps.append(time.perf_counter()))
     step = stamps[1] - stamps[0]
     fixed = two_steps - 2 * step

@@ -1,10 +1,14 @@
 """Write the OpenAPI schema that ``cog build`` bakes into an image as ``.cog/openapi_schema.json``.
 
-The Cog HTTP server (coglet) validates every request against the ``Input`` component of that file and answers
-422 with one message per field; without the file it accepts anything. This module produces the same document
-as the Cog CLI (OpenAPI 3.0.2: ``Input``, ``Output``, one enum component per ``choices`` input,
-``PredictionRequest``, ``PredictionResponse``, ``Status``, the validation-error components and the paths),
-from the predictor's ``predict()`` signature as read by the cog wheel's own inspector.
+The Cog CLI no longer imports ``predict.py`` to learn its inputs: it reads the source (tree-sitter) and
+applies fixed rules. A ``choices=`` it cannot resolve stops the build; a ``ge=``/``le=`` that is not a number
+literal, a ``default=`` it cannot resolve, an implicitly concatenated description are silently dropped,
+nulled or garbled. This module produces the same file from the source by the same rules
+(``tools.cog_source`` and ``tools.cog_types`` port them), so that the tests, the smoke run and
+``make predict`` see the schema users get, and fail where ``cog build`` fails, with its message.
+
+The HTTP server (coglet) validates every request against the ``Input`` component of that file (422, one
+message per field), and nothing else checks ranges or choices at run time.
 
     python -m tools.cog_schema predictors/nst/predict.py[:Predictor] [-o .cog/openapi_schema.json]
 """
@@ -12,23 +16,30 @@ from the predictor's ``predict()`` signature as read by the cog wheel's own insp
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
-import inspect
 import json
 import sys
-import warnings
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from cog import _adt, _inspector
-from cog.input import FieldInfo
+from tools.cog_source import InputField, PredictorInfo, parse_predictor
+from tools.cog_types import (
+    NotMirrored,
+    OrderedMap,
+    Primitive,
+    Repetition,
+    SchemaError,
+    go_float,
+    input_type_json,
+    title_case,
+)
+
+__all__ = ["DEFAULT_OUTPUT", "NotMirrored", "SchemaError", "encode", "generate", "main", "split_ref", "write"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = Path(".cog/openapi_schema.json")
-
-_NULLABLE = (_adt.Repetition.OPTIONAL, _adt.Repetition.OPTIONAL_REPEATED)
-_MUST_HAVE_VALUE = (_adt.Repetition.REQUIRED, _adt.Repetition.REPEATED)
+# The CLI writes its own version in info.version; the images pin the SDK of the same release.
+CLI_VERSION = version("cog")
 
 
 def split_ref(ref: str | Path) -> tuple[Path, str]:
@@ -41,256 +52,276 @@ def split_ref(ref: str | Path) -> tuple[Path, str]:
     return path, class_name or "Predictor"
 
 
-def import_predictor(ref: str | Path) -> type:
-    """Import ``predict.py`` by file path, as Cog does, and return the predictor class named by ``ref``."""
+def parse(ref: str | Path) -> PredictorInfo:
+    """The predictor as the CLI reads it; raises ``SchemaError`` with the CLI's message where it refuses."""
     path, class_name = split_ref(ref)
     if not path.is_file():
         raise FileNotFoundError(f"predictor file not found: {path}")
-    # Predictors import the shared package absolutely from the repository root, as inside the image.
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    module_name = f"_cog_predictor_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    if not hasattr(module, class_name):
-        raise AttributeError(f"{path} defines no {class_name}")
-    return getattr(module, class_name)
+    # The project root (where cog.yaml lives) is where the CLI looks for the project's own modules.
+    source_dir = REPO_ROOT if path.is_relative_to(REPO_ROOT) else path.parent
+    return parse_predictor(path, class_name, source_dir)
 
 
-def inspect_predictor(predictor: type) -> tuple[_adt.PredictorInfo, dict[str, FieldInfo]]:
-    """The cog inspector's view of ``predict()`` and the raw ``Input(...)`` objects (for ``accept``)."""
-    with warnings.catch_warnings():
-        # BasePredictor/predict() are deprecated aliases in this SDK; they still serve, so stay quiet.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        info = _inspector.create_predictor(predictor.__module__, predictor.__name__)
-        _, method = _inspector._selected_predict_method(predictor, predictor.__name__)
-    raw = {
-        name: param.default
-        for name, param in inspect.signature(method).parameters.items()
-        if isinstance(param.default, FieldInfo)
-    }
-    return info, raw
+# -- the document (openapi_spec.go) --------------------------------------------------------------------------
 
 
-def _number(value: float | int) -> float | int:
-    """The CLI writes integral bounds as integers (``1``, not ``1.0``)."""
-    return int(value) if float(value).is_integer() else float(value)
+def _nullable(field: InputField) -> bool:
+    """``buildInputSchema``: optional types are nullable, and so is a Secret whose default is None."""
+    field_type, default = field.field_type, field.info.default
+    return (
+        field_type.repetition in (Repetition.OPTIONAL, Repetition.OPTIONAL_REPEATED)
+        or field.input_type.nullable
+        or (
+            field_type.primitive is Primitive.SECRET
+            and field_type.repetition is Repetition.REQUIRED
+            and default is not None
+            and default.kind == "none"
+        )
+    )
 
 
-def _title(name: str) -> str:
-    return " ".join(word.capitalize() for word in name.split("_"))
-
-
-def _json_value(field_type: _adt.FieldType, value: Any) -> Any:
-    encoded = field_type.json_encode(value)
-    if isinstance(encoded, Path):
-        return str(encoded)
-    return encoded
-
-
-def input_schemas(
-    info: _adt.PredictorInfo, raw: dict[str, FieldInfo]
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The ``Input`` component and one enum component per input with choices, as the CLI builds them."""
-    properties: dict[str, Any] = {}
+def input_component(info: PredictorInfo) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """``buildInputSchema`` (openapi_spec.go): the ``Input`` component and one enum per input with choices."""
+    properties = OrderedMap()
     required: list[str] = []
-    enums: dict[str, dict[str, Any]] = {}
-    for name, field in sorted(info.inputs.items(), key=lambda item: item[1].order):
+    enums: list[tuple[str, dict[str, Any]]] = []
+    for name, field in info.inputs.items():
         prop: dict[str, Any] = {"x-order": field.order}
-        if field.choices:
-            enums[name] = {
-                "title": name,
-                "description": "An enumeration.",
-                "enum": list(field.choices),
-                "type": field.type.primitive.json_type()["type"],
-            }
+        details = field.info
+        if details.choices:
+            enum_type = field.field_type.primitive.json_type().get("type") or "string"
+            enum = [choice.to_json() for choice in details.choices]
+            enums.append(
+                (name, {"title": name, "description": "An enumeration.", "enum": enum, "type": enum_type})
+            )
             prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
         else:
-            prop["title"] = _title(name)
-            prop.update(field.type.json_type())
-
-        # A Secret defaulting to None means "no credential given", so the CLI makes it optional and nullable.
-        nullable = field.type.repetition in _NULLABLE or (
-            field.type.primitive is _adt.PrimitiveType.SECRET and field.default is None
-        )
-        if field.default is not None:
-            prop["default"] = _json_value(field.type, field.default)
-        elif field.type.repetition in _MUST_HAVE_VALUE and not nullable:
+            prop["title"] = title_case(name)
+            prop.update(input_type_json(field.input_type))
+        nullable = _nullable(field)
+        # None on a type that cannot hold it is no default: the input stays required (a seed drawn later).
+        has_default = details.default is not None and (details.default.kind != "none" or nullable)
+        if not has_default and (
+            field.input_type.kind == "union"
+            or field.field_type.repetition in (Repetition.REQUIRED, Repetition.REPEATED)
+        ):
             required.append(name)
+        if has_default:
+            prop["default"] = details.default.to_json()
         if nullable:
             prop["nullable"] = True
-        if field.description is not None:
-            prop["description"] = field.description
-        if field.ge is not None:
-            prop["minimum"] = _number(field.ge)
-        if field.le is not None:
-            prop["maximum"] = _number(field.le)
-        if field.min_length is not None:
-            prop["minLength"] = field.min_length
-        if field.max_length is not None:
-            prop["maxLength"] = field.max_length
-        if field.regex is not None:
-            prop["pattern"] = field.regex
-        if field.deprecated:
+        if details.description is not None:
+            prop["description"] = details.description
+        for key, value in (
+            ("minimum", details.ge),
+            ("maximum", details.le),
+            ("minLength", details.min_length),
+            ("maxLength", details.max_length),
+            ("pattern", details.regex),
+        ):
+            if value is not None:
+                prop[key] = value
+        if details.deprecated:
             prop["deprecated"] = True
-        accept = raw[name].accept if name in raw else None
-        if accept is not None:
-            prop["x-cog-accept"] = accept
-        properties[name] = dict(sorted(prop.items()))
-
+        if details.accept is not None:
+            prop["x-cog-accept"] = details.accept
+        properties[name] = prop
     schema: dict[str, Any] = {"title": "Input", "type": "object", "properties": properties}
     if required:
         schema["required"] = required
     return schema, enums
 
 
-def _json_response(schema: dict[str, Any]) -> dict[str, Any]:
+def _response(schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": "Successful Response", "content": {"application/json": {"schema": schema}}}
 
 
-_VALIDATION_ERROR_RESPONSE = {
-    "description": "Validation Error",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
-}
+def _validation_error_response() -> dict[str, Any]:
+    return {
+        "description": "Validation Error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+    }
 
 
-def openapi_schema(info: _adt.PredictorInfo, raw: dict[str, FieldInfo]) -> dict[str, Any]:
-    """The full OpenAPI 3.0.2 document for a predictor, component for component as the Cog CLI writes it."""
-    input_schema, enums = input_schemas(info, raw)
+def openapi_document(info: PredictorInfo) -> dict[str, Any]:
+    """``buildOpenAPISpec`` (openapi_spec.go), predict mode.
+
+    The CLI's two post-passes (``removeTitleNextToRef``, ``fixNullableAnyOf``) change nothing in what this
+    builds: no title stands beside a ``$ref`` and no ``anyOf`` holds a ``null`` type.
+    """
+    input_schema, enums = input_component(info)
     date_time = {"type": "string", "format": "date-time"}
-    components: dict[str, Any] = {
-        "Input": input_schema,
-        "Output": info.output.json_type(),
-        **enums,
-        "PredictionRequest": {
-            "title": "PredictionRequest",
-            "type": "object",
-            "properties": {
-                "id": {"title": "Id", "type": "string"},
-                "input": {"$ref": "#/components/schemas/Input"},
-            },
-        },
-        "PredictionResponse": {
-            "title": "PredictionResponse",
-            "type": "object",
-            "properties": {
-                "input": {"$ref": "#/components/schemas/Input"},
-                "output": {"$ref": "#/components/schemas/Output"},
-                "id": {"title": "Id", "type": "string"},
-                "version": {"title": "Version", "type": "string"},
-                "created_at": {"title": "Created At", **date_time},
-                "started_at": {"title": "Started At", **date_time},
-                "completed_at": {"title": "Completed At", **date_time},
-                "status": {"title": "Status", "type": "string"},
-                "error": {"title": "Error", "type": "string"},
-                "logs": {"title": "Logs", "type": "string"},
-                "metrics": {"title": "Metrics", "type": "object"},
-            },
-        },
-        "Status": {
-            "title": "Status",
-            "description": "An enumeration.",
-            "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
-            "type": "string",
-        },
-        "HTTPValidationError": {
-            "title": "HTTPValidationError",
-            "type": "object",
-            "properties": {
-                "detail": {
-                    "title": "Detail",
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/ValidationError"},
-                }
-            },
-        },
-        "ValidationError": {
-            "title": "ValidationError",
-            "required": ["loc", "msg", "type"],
-            "type": "object",
-            "properties": {
-                "loc": {
-                    "title": "Location",
-                    "type": "array",
-                    "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-                },
-                "msg": {"title": "Message", "type": "string"},
-                "type": {"title": "Error Type", "type": "string"},
-            },
+    components = OrderedMap(Input=input_schema, Output=info.output.json_schema())
+    components.update(enums)
+    components["PredictionRequest"] = {
+        "title": "PredictionRequest",
+        "type": "object",
+        "properties": {
+            "id": {"title": "Id", "type": "string"},
+            "input": {"$ref": "#/components/schemas/Input"},
         },
     }
-    paths = {
-        "/": {
-            "get": {"summary": "Root", "operationId": "root__get", "responses": {"200": _json_response({})}}
+    components["PredictionResponse"] = {
+        "title": "PredictionResponse",
+        "type": "object",
+        "properties": {
+            "input": {"$ref": "#/components/schemas/Input"},
+            "output": {"$ref": "#/components/schemas/Output"},
+            "id": {"title": "Id", "type": "string"},
+            "version": {"title": "Version", "type": "string"},
+            "created_at": {"title": "Created At", **date_time},
+            "started_at": {"title": "Started At", **date_time},
+            "completed_at": {"title": "Completed At", **date_time},
+            "status": {"title": "Status", "type": "string"},
+            "error": {"title": "Error", "type": "string"},
+            "logs": {"title": "Logs", "type": "string"},
+            "metrics": {"title": "Metrics", "type": "object"},
         },
-        "/health-check": {
-            "get": {
-                "summary": "Healthcheck",
-                "operationId": "healthcheck_health_check_get",
-                "responses": {"200": _json_response({})},
+    }
+    components["Status"] = {
+        "title": "Status",
+        "description": "An enumeration.",
+        "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
+        "type": "string",
+    }
+    components["HTTPValidationError"] = {
+        "title": "HTTPValidationError",
+        "type": "object",
+        "properties": {
+            "detail": {
+                "title": "Detail",
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ValidationError"},
             }
         },
-        "/predictions": {
-            "post": {
-                "summary": "Predict",
-                "description": "Run a single prediction on the model",
-                "operationId": "predict_predictions_post",
-                "requestBody": {
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}
-                    }
-                },
-                "responses": {
-                    "200": _json_response({"$ref": "#/components/schemas/PredictionResponse"}),
-                    "422": _VALIDATION_ERROR_RESPONSE,
-                },
-            }
+    }
+    components["ValidationError"] = {
+        "title": "ValidationError",
+        "required": ["loc", "msg", "type"],
+        "type": "object",
+        "properties": {
+            "loc": {
+                "title": "Location",
+                "type": "array",
+                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            },
+            "msg": {"title": "Message", "type": "string"},
+            "type": {"title": "Error Type", "type": "string"},
         },
-        "/predictions/{prediction_id}/cancel": {
-            "post": {
-                "summary": "Cancel",
-                "operationId": "cancel_predictions__prediction_id__cancel_post",
-                "parameters": [
-                    {
-                        "required": True,
-                        "schema": {"title": "Prediction Id", "type": "string"},
-                        "name": "prediction_id",
-                        "in": "path",
-                    }
-                ],
-                "responses": {"200": _json_response({}), "422": _VALIDATION_ERROR_RESPONSE},
-            }
+    }
+    predict = {
+        "summary": "Predict",
+        "description": "Run a single prediction on the model",
+        "operationId": "predict_predictions_post",
+        "requestBody": {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}
         },
+        "responses": {
+            "200": _response({"$ref": "#/components/schemas/PredictionResponse"}),
+            "422": _validation_error_response(),
+        },
+    }
+    if info.supports_streaming:
+        predict["x-cog-streaming"] = True
+    paths = OrderedMap()
+    paths["/"] = {"get": {"summary": "Root", "operationId": "root__get", "responses": {"200": _response({})}}}
+    paths["/health-check"] = {
+        "get": {
+            "summary": "Healthcheck",
+            "operationId": "healthcheck_health_check_get",
+            "responses": {"200": _response({})},
+        }
+    }
+    paths["/predictions"] = {"post": predict}
+    paths["/predictions/{prediction_id}/cancel"] = {
+        "post": {
+            "summary": "Cancel",
+            "operationId": "cancel_predictions__prediction_id__cancel_post",
+            "parameters": [
+                {
+                    "required": True,
+                    "schema": {"title": "Prediction Id", "type": "string"},
+                    "name": "prediction_id",
+                    "in": "path",
+                }
+            ],
+            "responses": {"200": _response({}), "422": _validation_error_response()},
+        }
     }
     return {
         "openapi": "3.0.2",
-        "info": {"title": "Cog", "version": "0.1.0"},
+        "info": {"title": "Cog", "version": CLI_VERSION},
         "paths": paths,
         "components": {"schemas": components},
     }
 
 
+# -- the bytes (Go encoding/json) ----------------------------------------------------------------------------
+
+# encoding/json escapes these inside strings so that the JSON is safe to embed in HTML.
+_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _encode_string(text: str) -> str:
+    encoded = json.dumps(text, ensure_ascii=False)
+    for char, escape in _HTML_ESCAPES.items():
+        encoded = encoded.replace(char, escape)
+    return encoded
+
+
+def encode(value: Any) -> str:
+    """``json.Marshal`` (Go) of the document: compact, plain maps with sorted keys, ``OrderedMap`` in
+    insertion order, floats in Go's shortest form (``1``, not ``1.0``), HTML characters escaped."""
+    if isinstance(value, dict):
+        items = value.items() if isinstance(value, OrderedMap) else sorted(value.items())
+        return "{" + ",".join(f"{_encode_string(key)}:{encode(item)}" for key, item in items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(encode(item) for item in value) + "]"
+    if isinstance(value, str):
+        return _encode_string(value)
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return go_float(value, "json")
+    return str(value)
+
+
+def generate_text(ref: str | Path) -> str:
+    """The file ``cog build`` would write for ``predictors/<name>/predict.py[:Class]``."""
+    return encode(openapi_document(parse(ref)))
+
+
 def generate(ref: str | Path) -> dict[str, Any]:
-    """The OpenAPI document for ``predictors/<name>/predict.py[:Class]``."""
-    return openapi_schema(*inspect_predictor(import_predictor(ref)))
+    """The OpenAPI document for ``ref``, as the server reads it from the file."""
+    return json.loads(generate_text(ref))
 
 
 def write(ref: str | Path, output: Path = DEFAULT_OUTPUT) -> Path:
-    """Generate the schema for ``ref`` and write it to ``output`` (parents created)."""
+    """Write the schema for ``ref`` to ``output`` (parents created), byte for byte as the CLI writes it."""
     output = Path(output)
+    text = generate_text(ref)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(generate(ref), indent=2) + "\n")
+    output.write_text(text, encoding="utf-8")
     return output
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.cog_schema", description=__doc__.splitlines()[0])
     parser.add_argument("predictor", help="predictors/<name>/predict.py, optionally with :ClassName")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT, help="default: %(default)s")
     args = parser.parse_args(argv)
-    print(write(args.predictor, args.output))
+    try:
+        info = parse(args.predictor)
+        text = encode(openapi_document(info))
+    except SchemaError as error:
+        # As `cog build` reports it (pkg/image/build.go, resolveBuildSchema).
+        print(f"image build failed: {error.message}", file=sys.stderr)
+        return 1
+    for warning in info.warnings:
+        print(warning, file=sys.stderr)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    print(args.output)
     return 0
 
 

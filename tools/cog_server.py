@@ -8,7 +8,7 @@ collects the webhook events of async predictions. ``tests/http/harness.py`` and 
 this module.
 
     with CogServer("predictors/nst/predict.py", env=tiny_weights.environment(root)) as server:
-        prediction = server.predict({"content": data_uri("a.jpg"), "style": data_uri("b.png")})
+        prediction = server.predict({"image": data_uri("a.jpg"), "style_image": data_uri("b.png")})
         images = output_bytes(prediction)
 """
 
@@ -78,9 +78,13 @@ def decode_output(value: str) -> bytes:
 
 
 def output_bytes(prediction: dict[str, Any]) -> list[bytes]:
-    """Every file of a prediction's output, in order (one for a Path, several for a list or iterator)."""
+    """Every file of a prediction's output, in order: one for a Path, several for a list or iterator, the
+    set fields of an object (a ``cog.BaseModel`` output) in field order."""
     output = prediction.get("output")
-    values = output if isinstance(output, list) else [output]
+    if isinstance(output, dict):
+        values = [value for value in output.values() if value is not None]
+    else:
+        values = output if isinstance(output, list) else [output]
     return [decode_output(value) for value in values]
 
 

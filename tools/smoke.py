@@ -66,8 +66,8 @@ SMOKES = {
         "nst",
         ["vgg19"],
         lambda _: {
-            "content": data_uri(EXAMPLES / "content.jpg"),
-            "style": data_uri(EXAMPLES / "style.png"),
+            "image": data_uri(EXAMPLES / "content.jpg"),
+            "style_image": data_uri(EXAMPLES / "style.png"),
             "max_side": 64,
             "iterations": 2,
             "preview_every": 0,
@@ -80,7 +80,7 @@ SMOKES = {
         lambda _: {
             "image": data_uri(EXAMPLES / "content.jpg"),
             "style_image": data_uri(EXAMPLES / "style.png"),
-            "steps": 2,
+            "num_inference_steps": 2,
             "max_side": 256,
             "seed": 0,
         },
@@ -93,7 +93,7 @@ SMOKES = {
             "reference_image": data_uri(EXAMPLES / "content.jpg"),
             "dance_video": data_uri(_tiny_video(workdir)),
             "resolution": 64,
-            "steps": 2,
+            "num_inference_steps": 2,
             "window": 4,
             "overlap": 1,
             "seed": 0,

@@ -155,7 +155,8 @@ def _fetch_with_pget(pget: str, url: str, part: Path) -> None:
 
 
 def _fetch_with_requests(url: str, part: Path) -> str:
-    attempts_left, delay = retries(), backoff_s()
+    tries = retries()
+    left, delay = tries, backoff_s()
     while True:
         kept = part.stat().st_size if part.exists() else 0
         try:
@@ -163,11 +164,15 @@ def _fetch_with_requests(url: str, part: Path) -> str:
         except _Transient as error:
             # A try that moved the file forward earns fresh retries, so long files on flaky links finish.
             if part.exists() and part.stat().st_size > kept:
-                attempts_left, delay = retries(), backoff_s()
-            attempts_left -= 1
-            if attempts_left <= 0:
+                left, delay = tries, backoff_s()
+            left -= 1
+            if left <= 0:
                 raise TransferError(url, str(error)) from error
-            log.warning("Download of %s interrupted (%s); retrying in %.1f s", url, error, delay)
+            # One line per retry: the cause in a few words (failure_reason), never a wrapped traceback.
+            attempt = tries - left + 1
+            log.warning(
+                "Download of %s failed (%s); try %d of %d in %.1f s", url, error, attempt, tries, delay
+            )
             time.sleep(delay)
             delay *= 2
 
@@ -181,7 +186,26 @@ def _stream(url: str, part: Path) -> str:
         with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT) as response:
             return _receive(url, response, part, offset)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
-        raise _Transient(f"{type(error).__name__}: {error}") from error
+        raise _Transient(failure_reason(error)) from error
+
+
+def failure_reason(error: BaseException) -> str:
+    """A short phrase for a failed connection: its root cause, not requests' and urllib3's wrappers.
+
+    requests wraps urllib3's MaxRetryError, which wraps e.g. NewConnectionError, which wraps the OSError
+    that says what happened ("Connection refused", "Name or service not known", "timed out").
+    """
+    through_proxy = False
+    cause, seen = error, set()
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        through_proxy |= "ProxyError" in type(cause).__name__
+        inner = cause.__cause__ or cause.__context__ or getattr(cause, "reason", None)
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
+    text = (cause.strerror if isinstance(cause, OSError) else None) or str(cause) or type(cause).__name__
+    return f"proxy: {text}" if through_proxy else text
 
 
 def _receive(url: str, response: requests.Response, part: Path, offset: int) -> str:

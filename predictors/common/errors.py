@@ -17,5 +17,9 @@ class WeightsError(TriptychError, RuntimeError):
     """A weights file is missing, corrupt or cannot be fetched."""
 
 
+class MissingWeightsError(WeightsError):
+    """A weights file is absent and none of its sources could be reached (typically: offline)."""
+
+
 class ResourceError(TriptychError, RuntimeError):
     """The hardware ran out of something (GPU memory); the message names what to lower."""

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 
+from PIL import Image
+
+from predictors.common import media
 from predictors.common.errors import InputError
 
 
@@ -23,3 +27,16 @@ def parse_blend_weights(text: str, count: int, name: str = "style_weights") -> l
     if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
         raise InputError(f"{name} must be non-negative and not all zero, got {text!r}.")
     return values
+
+
+def load_named_images(**paths: str | os.PathLike[str] | None) -> list[Image.Image]:
+    """The given images, in argument order; a missing (None) one is skipped.
+
+    Each is loaded under its input's name (``style_image_2`` -> "style image 2"), so an error names the input
+    the user has to fix even when an earlier optional one was left out.
+    """
+    return [
+        media.load_image(path, what=name.replace("_", " "))
+        for name, path in paths.items()
+        if path is not None
+    ]

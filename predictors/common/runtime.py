@@ -4,6 +4,7 @@ Environment overrides (all optional):
 - TRIPTYCH_DEVICE: "cpu", "cuda" or "cuda:N" (default: CUDA when a GPU is visible, else CPU).
 - TRIPTYCH_DTYPE: "fp32", "fp16" or "bf16" (default: fp16 on CUDA, fp32 on CPU).
 - TRIPTYCH_TORCH_THREADS: CPU threads for torch (default: torch's own choice), applied by select_device.
+- TRIPTYCH_PROGRESS_INTERVAL: seconds between progress lines (default: 0.1 in a terminal, 2 elsewhere).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 import torch
 from tqdm import tqdm
@@ -25,6 +25,7 @@ from predictors.common.errors import InputError, ResourceError
 DEVICE_ENV = "TRIPTYCH_DEVICE"
 DTYPE_ENV = "TRIPTYCH_DTYPE"
 THREADS_ENV = "TRIPTYCH_TORCH_THREADS"
+PROGRESS_INTERVAL_ENV = "TRIPTYCH_PROGRESS_INTERVAL"
 LOGGER_ROOT = "predictors"
 MAX_SEED = 2**32 - 1  # numpy's seed range, the narrowest of the generators a predictor may seed
 
@@ -39,8 +40,6 @@ DTYPES = {
 }
 # Substrings of the RuntimeErrors CUDA, cuBLAS/cuDNN and MPS raise when an allocation fails.
 _OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
-
-T = TypeVar("T")
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -180,23 +179,68 @@ def oom_guard(remedy: str) -> Iterator[None]:
         raise ResourceError(f"The GPU ran out of memory. {remedy}") from None
 
 
-def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
-    """Iterate with a tqdm bar on stdout, updated at most every 2 s when stdout is not a terminal.
+class _LogLineBar(tqdm):
+    """tqdm that prints each refresh as a line of its own instead of redrawing one line in place.
 
-    Exceptions raised in the loop body, cancellation included, pass through untouched; the bar is closed.
+    Cog appends whatever a prediction prints to its ``logs``, and clients split those on newlines:
+    replicate-python's ``Prediction.Progress`` reads the last line that matches tqdm's format from its start.
+    tqdm's carriage-return redraws would put every update on one line, read as its first (stale) value.
+    Overriding ``display`` is tqdm's own way to change where a bar goes (its docstring; tqdm.rich does it).
+    """
+
+    # tqdm's monitor thread refreshes bars from another thread; here every refresh comes from the loop.
+    monitor_interval = 0
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg == "":  # tqdm clearing the bar on close: a printed line stays.
+            return False
+        self.fp.write(f"{self if msg is None else msg}\n")
+        self.fp.flush()
+        return True
+
+
+def progress_interval(interactive: bool) -> float:
+    """Seconds between progress lines: TRIPTYCH_PROGRESS_INTERVAL, else 0.1 in a terminal, 2 elsewhere."""
+    raw = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
+    if not raw:
+        return 0.1 if interactive else 2.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{PROGRESS_INTERVAL_ENV}={raw!r} must be a number of seconds.") from None
+    if not seconds >= 0:
+        raise ValueError(f"{PROGRESS_INTERVAL_ENV}={raw!r} must be zero or more seconds.")
+    return seconds
+
+
+@contextmanager
+def progress_bar(total: int, *, unit: str = "it") -> Iterator[tqdm]:
+    """One tqdm bar on stdout for one long loop; call ``bar.update(n)`` as work is done.
+
+    The lines are tqdm's default format with nothing before the percentage,
+    ``" 40%|####      | 12/30 [00:03<00:04, 3.90it/s]"``, which is what Replicate's clients parse into a
+    prediction's progress. In a terminal the bar redraws in place. Elsewhere, Cog's worker included (its
+    stdout is a pipe: crates/coglet/src/orchestrator.rs), every update is a line of its own, at most one per
+    ``progress_interval`` seconds, and the last count is always printed when the block ends (100% when the
+    work is done). Exceptions raised in the block, cancellation included, pass through; the bar is closed.
     """
     isatty = getattr(sys.stdout, "isatty", None)
     interactive = bool(isatty and isatty())
-    bar = tqdm(
-        iterable,
+    bar_class = tqdm if interactive else _LogLineBar
+    bar = bar_class(
         total=total,
-        desc=desc,
+        unit=unit,
         file=sys.stdout,
-        mininterval=0.5 if interactive else 2.0,
+        mininterval=progress_interval(interactive),
+        miniters=1,
         ascii=not interactive,
         dynamic_ncols=interactive,
+        # A terminal keeps the final bar; as log lines, the last one is printed below instead.
+        leave=interactive,
     )
     try:
-        yield from bar
+        yield bar
     finally:
+        if not interactive and bar.n != bar.last_print_n:
+            bar.refresh()
         bar.close()

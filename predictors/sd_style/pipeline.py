@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 from predictors.common.errors import InputError, WeightsError
+from predictors.common.runtime import progress_bar
 from predictors.sd_style.blocks import STYLE_MODES, adapter_scale
 
 SCHEDULERS = ("DPM++ 2M Karras", "Euler a", "UniPC", "DDIM")
@@ -124,6 +126,25 @@ def make_scheduler(name: str, config):
     raise ValueError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")
 
 
+def denoising_steps(steps: int, strength: float) -> int:
+    """The steps diffusers runs for ``steps`` at ``strength``: all in txt2img, ``int(steps * strength)`` in
+    img2img (``get_timesteps`` of its img2img pipelines; every scheduler of SCHEDULERS has order 1)."""
+    return steps if strength >= 1.0 else min(int(steps * strength), steps)
+
+
+def detail_inference_steps(steps: int) -> int:
+    """``num_inference_steps`` of the detail pass: img2img at DETAIL_STRENGTH must keep at least one step."""
+    return max(steps, math.ceil(1 / DETAIL_STRENGTH))
+
+
+def planned_steps(job: Job) -> dict[str, int]:
+    """The denoising steps of each pass of ``job``, in order: "main", then "detail" when it is asked for."""
+    passes = {"main": denoising_steps(job.num_inference_steps, job.denoise)}
+    if job.detail_pass:
+        passes["detail"] = denoising_steps(detail_inference_steps(job.num_inference_steps), DETAIL_STRENGTH)
+    return passes
+
+
 def canny_edges(image: Image.Image, low: int, high: int) -> Image.Image:
     """The Canny edge map of ``image`` as a 3-channel image, the control input of the canny ControlNets."""
     if not 0 <= low < high <= 255:
@@ -158,12 +179,16 @@ class Job:
     denoise: float = 1.0
     canny_low: int = 100
     canny_high: int = 200
-    steps: int = 20
-    guidance: float = 6.0
+    num_inference_steps: int = 20
+    guidance_scale: float = 6.0
     scheduler: str = "DPM++ 2M Karras"
     num_outputs: int = 1
     seed: int = 0
     detail_pass: bool = False
+
+    def control_image(self) -> Image.Image:
+        """The Canny edge map the canny ControlNet is conditioned on."""
+        return canny_edges(self.content, self.canny_low, self.canny_high)
 
 
 StepCallback = Callable[[str, int, int], None]
@@ -284,9 +309,10 @@ class StylePipeline:
 
     # Rendering --------------------------------------------------------------------------------------
 
-    def _step_logger(self, stage: str, on_step: StepCallback | None):
+    def _step_callback(self, stage: str, on_step: StepCallback | None, bar):
         def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
             # Cog cancels by raising in this thread; nothing here may catch it.
+            bar.update(1)
             if on_step is not None:
                 on_step(stage, step + 1, pipe.num_timesteps)
             return callback_kwargs
@@ -296,12 +322,12 @@ class StylePipeline:
     def call_arguments(self, job: Job) -> dict:
         """The keyword arguments of the diffusers call for the main pass, besides the adapter embeddings."""
         width, height = job.content.size
-        control = canny_edges(job.content, job.canny_low, job.canny_high)
+        control = job.control_image()
         arguments = {
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt or None,
-            "num_inference_steps": job.steps,
-            "guidance_scale": job.guidance,
+            "num_inference_steps": job.num_inference_steps,
+            "guidance_scale": job.guidance_scale,
             "controlnet_conditioning_scale": job.structure_strength,
             "num_images_per_prompt": job.num_outputs,
             "height": height,
@@ -320,10 +346,11 @@ class StylePipeline:
         if not 0.0 < job.denoise <= 1.0:
             raise InputError(f"Denoise strength must be in (0, 1]; got {job.denoise}.")
         # diffusers' img2img runs int(steps * strength) steps and fails obscurely on zero.
-        if job.denoise < 1.0 and int(job.steps * job.denoise) < 1:
+        steps = job.num_inference_steps
+        if denoising_steps(steps, job.denoise) < 1:
             raise InputError(
-                f"With denoise_strength {job.denoise}, {job.steps} step(s) leave no img2img step to run: "
-                f"use at least {math.ceil(1 / job.denoise)} steps or a higher denoise_strength."
+                f"With denoise_strength {job.denoise}, {steps} step(s) leave no img2img step to run: "
+                f"use num_inference_steps {math.ceil(1 / job.denoise)} or more, or a higher denoise_strength."
             )
         pipe = self.txt2img if job.denoise >= 1.0 else self.img2img
         pipe.scheduler = make_scheduler(job.scheduler, self._scheduler_config)
@@ -331,32 +358,40 @@ class StylePipeline:
         return pipe
 
     def run(self, job: Job, *, on_step: StepCallback | None = None, output_type: str = "pil"):
-        """Render ``job``; returns ``num_outputs`` images (PIL, or float arrays in [0, 1] for ``"np"``)."""
+        """Render ``job``; returns ``num_outputs`` images (PIL, or float arrays in [0, 1] for ``"np"``).
+
+        One progress bar counts the steps of every pass (diffusers' own bars are off), and each pass ends
+        with one log line. ``on_step(stage, step, steps)`` runs after every step.
+        """
         pipe = self.prepare(job)
-        embeds = self.adapter_embeds(job.style_images, job.style_weights, job.guidance)
+        embeds = self.adapter_embeds(job.style_images, job.style_weights, job.guidance_scale)
         generator = torch.Generator(device="cpu").manual_seed(job.seed)
         main_type = "pil" if job.detail_pass else output_type
-        with torch.inference_mode():
+        passes = planned_steps(job)
+        with torch.inference_mode(), progress_bar(sum(passes.values()), unit="step") as bar:
+            started = time.perf_counter()
             images = pipe(
                 **self.call_arguments(job),
                 ip_adapter_image_embeds=embeds,
                 generator=generator,
                 output_type=main_type,
-                callback_on_step_end=self._step_logger("main", on_step),
+                callback_on_step_end=self._step_callback("main", on_step, bar),
             ).images
+            log.info("Main pass done: %d steps in %.1f s", passes["main"], time.perf_counter() - started)
             if job.detail_pass:
-                images = self._detail_pass(job, images, embeds, generator, on_step, output_type)
+                started = time.perf_counter()
+                images = self._detail_pass(job, images, embeds, generator, on_step, bar, output_type)
+                log.info(
+                    "Detail pass done: %d steps in %.1f s", passes["detail"], time.perf_counter() - started
+                )
         return images
 
-    def _detail_pass(self, job: Job, images, embeds, generator, on_step, output_type):
+    def _detail_pass(self, job: Job, images, embeds, generator, on_step, bar, output_type):
         """A short img2img pass over the outputs: tile ControlNet on SD1.5, the canny control on SDXL."""
         count = len(images)
         self.detail.scheduler = make_scheduler(job.scheduler, self._scheduler_config)
         width, height = job.content.size
-        if self.family.tile is not None:
-            control = images
-        else:
-            control = [canny_edges(job.content, job.canny_low, job.canny_high)] * count
+        control = images if self.family.tile is not None else [job.control_image()] * count
         # One [negative, positive] pair per output: the batch here is the outputs, not one prompt.
         batch_embeds = [
             torch.cat([half.repeat(count, 1, 1) for half in embed.chunk(embed.shape[0])]) for embed in embeds
@@ -367,16 +402,15 @@ class StylePipeline:
             image=images,
             control_image=control,
             strength=DETAIL_STRENGTH,
-            # img2img runs int(steps * strength) steps: keep at least one.
-            num_inference_steps=max(job.steps, math.ceil(1 / DETAIL_STRENGTH)),
-            guidance_scale=job.guidance,
+            num_inference_steps=detail_inference_steps(job.num_inference_steps),
+            guidance_scale=job.guidance_scale,
             controlnet_conditioning_scale=1.0 if self.family.tile is not None else job.structure_strength,
             height=height,
             width=width,
             ip_adapter_image_embeds=batch_embeds,
             generator=generator,
             output_type=output_type,
-            callback_on_step_end=self._step_logger("detail", on_step),
+            callback_on_step_end=self._step_callback("detail", on_step, bar),
         ).images
 
     def flag_unsafe(self, images: list[Image.Image]) -> list[bool]:

@@ -14,9 +14,8 @@ from cog import BasePredictor, Input, Path
 
 from predictors.common import media, runtime, weights
 from predictors.common.errors import InputError
-from predictors.common.inputs import parse_blend_weights
-from predictors.sd_style.blocks import STYLE_MODES
-from predictors.sd_style.pipeline import SCHEDULERS, Family, Job, StylePipeline, family_spec
+from predictors.common.inputs import load_named_images, parse_blend_weights
+from predictors.sd_style.pipeline import Family, Job, StylePipeline, family_spec
 
 FAMILY_ENV = "TRIPTYCH_SD_FAMILY"
 DEFAULT_NEGATIVE = "lowres, blurry, deformed, watermark, text, signature, jpeg artifacts, ugly"
@@ -90,8 +89,7 @@ class Predictor(BasePredictor):
         style_image_2: Path | None = Input(description="An optional second style image.", default=None),
         style_image_3: Path | None = Input(description="An optional third style image.", default=None),
         style_weights: str = Input(
-            description="Blend weights of style_image, style_image_2, style_image_3 in that order, "
-            "comma-separated (e.g. '1,0.5'). Empty: equal weights.",
+            description="Blend weights of style_image, style_image_2, style_image_3 in that order, comma-separated (e.g. '1,0.5'). Empty: equal weights.",  # noqa: E501
             default="",
         ),
         prompt: str = Input(description="Optional text describing the output; not needed.", default=""),
@@ -108,28 +106,31 @@ class Predictor(BasePredictor):
             le=2.0,
         ),
         style_mode: str = Input(
-            description="Where the style is injected: 'style' (style layers only: the style image's content "
-            "does not leak in), 'style_and_layout' (also its layout), 'full' (every layer).",
+            description="Where the style is injected: 'style' (style layers only: the style image's content does not leak in), 'style_and_layout' (also its layout), 'full' (every layer).",  # noqa: E501
             default="style",
-            choices=list(STYLE_MODES),
+            choices=["style", "style_and_layout", "full"],
         ),
         denoise_strength: float = Input(
-            description="1.0 generates under the edge control; below 1.0 starts from the content image "
-            "(img2img), keeping more of its colours the lower it is.",
+            description="1.0 generates under the edge control; below 1.0 starts from the image (img2img), keeping more of its colours the lower it is.",  # noqa: E501
             default=1.0,
             ge=0.05,
             le=1.0,
         ),
         canny_low: int = Input(description="Canny lower threshold.", default=100, ge=0, le=254),
         canny_high: int = Input(description="Canny upper threshold.", default=200, ge=1, le=255),
-        steps: int = Input(description="Denoising steps.", default=20, ge=1, le=100),
-        guidance: float = Input(description="Classifier-free guidance scale.", default=6.0, ge=1.0, le=20.0),
-        scheduler: str = Input(description="Sampler.", default=SCHEDULERS[0], choices=list(SCHEDULERS)),
+        num_inference_steps: int = Input(description="Denoising steps.", default=20, ge=1, le=100),
+        guidance_scale: float = Input(
+            description="Classifier-free guidance scale.", default=6.0, ge=1.0, le=20.0
+        ),
+        scheduler: str = Input(
+            description="Sampler.",
+            default="DPM++ 2M Karras",
+            choices=["DPM++ 2M Karras", "Euler a", "UniPC", "DDIM"],
+        ),
         num_outputs: int = Input(description="Number of images.", default=1, ge=1, le=4),
         seed: int | None = Input(description="Random seed; empty picks one (see the logs).", default=None),
         max_side: int | None = Input(
-            description="Long side of the output in pixels (aspect kept, multiple of 8). Empty: 768 (SD1.5) "
-            "or 1024 (SDXL), unless megapixels is set.",
+            description="Long side of the output in pixels (aspect kept, multiple of 8). Empty: 768 (SD1.5) or 1024 (SDXL), unless megapixels is set.",  # noqa: E501
             default=None,
             ge=256,
             le=2048,
@@ -151,17 +152,19 @@ class Predictor(BasePredictor):
         disable_safety_checker: bool = Input(
             description="Skip the safety checker (outputs it flags are otherwise withheld).", default=False
         ),
+        return_control_image: bool = Input(
+            description="Also return the Canny edge map the structure follows, as a PNG after the images, to tune canny_low and canny_high by eye.",  # noqa: E501
+            default=False,
+        ),
     ) -> list[Path]:
         self.outputs.start()
         if canny_low >= canny_high:
             raise InputError(f"canny_low ({canny_low}) must be below canny_high ({canny_high}).")
-        styles = [p for p in (style_image, style_image_2, style_image_3) if p is not None]
-        blend = parse_blend_weights(style_weights, len(styles))
-        content = media.load_image(image, what="content image")
-        style_images = [
-            media.load_image(path, what="style image" if i == 0 else f"style image {i + 1}")
-            for i, path in enumerate(styles)
-        ]
+        content = media.load_image(image, what="image")
+        style_images = load_named_images(
+            style_image=style_image, style_image_2=style_image_2, style_image_3=style_image_3
+        )
+        blend = parse_blend_weights(style_weights, len(style_images))
         size = output_size(
             *content.size, max_side=max_side, megapixels=megapixels, default_side=self.family.default_max_side
         )
@@ -178,25 +181,32 @@ class Predictor(BasePredictor):
             denoise=denoise_strength,
             canny_low=canny_low,
             canny_high=canny_high,
-            steps=steps,
-            guidance=guidance,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
             scheduler=scheduler,
             num_outputs=num_outputs,
             seed=seed,
             detail_pass=detail_pass,
         )
-        logger.info("Rendering %d image(s) at %dx%d, %d steps (%s)", num_outputs, *size, steps, scheduler)
+        logger.info(
+            "Rendering %d image(s) at %dx%d, %d steps (%s)",
+            num_outputs,
+            *size,
+            num_inference_steps,
+            scheduler,
+        )
         with runtime.oom_guard("Lower max_side, megapixels or num_outputs."):
-            images = self.pipeline.run(job, on_step=self._log_step)
+            images = self.pipeline.run(job)
         if not disable_safety_checker:
             images = self._withhold_flagged(images)
-        return [
+        paths = [
             Path(self.outputs.save_image(img, f"sd-style-{seed}", output_format, output_quality))
             for img in images
         ]
-
-    def _log_step(self, stage: str, step: int, total: int) -> None:
-        logger.info("%s pass: step %d/%d", stage, step, total)
+        if return_control_image:
+            # PNG whatever output_format says: a lossy codec would blur the one-pixel edges.
+            paths.append(Path(self.outputs.save_image(job.control_image(), "control-canny", "png")))
+        return paths
 
     def _withhold_flagged(self, images):
         flags = self.pipeline.flag_unsafe(images)

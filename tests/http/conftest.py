@@ -7,15 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from predictors.common.runtime import PROGRESS_INTERVAL_ENV
 from tests.http.harness import CogServer, WebhookReceiver
 
 
 @pytest.fixture(scope="module")
 def cog_server() -> Iterator:
-    """``cog_server("predictors/<name>/predict.py", env={...})`` -> a READY ``CogServer``, stopped later."""
+    """``cog_server("predictors/<name>/predict.py", env={...})`` -> a READY ``CogServer``, stopped later.
+
+    Its predictions print a progress line at every step (TRIPTYCH_PROGRESS_INTERVAL=0) unless ``env`` says
+    otherwise."""
     servers: list[CogServer] = []
 
     def start(predictor: str | Path, env: dict[str, str] | None = None, **options) -> CogServer:
+        # A progress line after every step, so tests can follow a prediction step by step.
+        env = {PROGRESS_INTERVAL_ENV: "0", **(env or {})}
         server = CogServer(predictor, env=env, **options)
         server.start()
         servers.append(server)

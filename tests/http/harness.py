@@ -14,16 +14,16 @@ tests on one worker so the server starts once)::
         return cog_server("predictors/nst/predict.py", env=tiny_environment(["vgg19"]))
 
     def test_sync(server, tmp_path):
-        prediction = server.predict({"content": data_uri("examples/content.jpg"), "steps": 2})
+        prediction = server.predict({"image": data_uri("examples/content.jpg"), "iterations": 2})
         assert prediction["status"] == "succeeded", prediction.get("error")
         png = output_bytes(prediction)[0]
 
     def test_bad_input(server):
-        response = server.post_prediction({"steps": 0})
-        assert_validation_errors(response, {"steps": "minimum", "content": "Field required"})
+        response = server.post_prediction({"iterations": -1})
+        assert_validation_errors(response, {"iterations": "minimum", "image": "Field required"})
 
     def test_async(server, webhook):
-        started = server.predict_async({"content": ...}, webhook.url)
+        started = server.predict_async({"image": ...}, webhook.url)
         final = webhook.wait_completed(started["id"])
 
     def test_cancel(server, webhook):
@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import requests
 
-from tools.cog_server import CogServer, ServerError, WebhookReceiver, data_uri, output_bytes
+from tools.cog_server import CogServer, ServerError, WebhookReceiver, data_uri, decode_output, output_bytes
 
 __all__ = [
     "CogServer",
@@ -57,6 +57,7 @@ __all__ = [
     "WebhookReceiver",
     "assert_validation_errors",
     "data_uri",
+    "decode_output",
     "output_bytes",
     "tiny_environment",
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import av
@@ -10,11 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.http.harness import assert_validation_errors, data_uri, output_bytes, tiny_environment
+from tests.http.harness import (
+    assert_validation_errors,
+    data_uri,
+    decode_output,
+    output_bytes,
+    tiny_environment,
+)
+from tests.replicate_progress import client_progress
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-musepose")]
 
-FAST = {"resolution": 64, "max_frames": 4, "steps": 1, "window": 4, "overlap": 1, "seed": 3}
+FAST = {"resolution": 64, "max_frames": 4, "num_inference_steps": 1, "window": 4, "overlap": 1, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +65,40 @@ def test_sync_prediction_returns_the_videos(server, files, tmp_path):
         }
     )
     assert prediction["status"] == "succeeded", prediction.get("error")
-    videos = output_bytes(prediction)
-    assert len(videos) == 2
-    assert decoded_frames(videos[0], tmp_path) == 2  # 4 frames, one in 2
-    assert "step 1/1, window 1/1" in prediction["logs"]
+    output = prediction["output"]
+    assert sorted(output) == ["comparison", "pose_preview", "pose_video", "video"]
+    assert output["comparison"] is None
+    assert decoded_frames(decode_output(output["video"]), tmp_path) == 2  # 4 frames, one in 2
+    assert decoded_frames(decode_output(output["pose_video"]), tmp_path) == 2
+    assert Image.open(io.BytesIO(decode_output(output["pose_preview"]))).format == "PNG"
+    assert len(output_bytes(prediction)) == 3
+    # The denoising bar (1 step x 1 window) ends the logs at 100%, as a Replicate client reads them.
+    assert client_progress(prediction["logs"]) == (100, 1, 1)
+
+
+def test_pose_only_returns_the_poses_and_never_starts_denoising(server, files, tmp_path):
+    prediction = server.predict(
+        {"reference_image": files["ref.png"], "dance_video": files["dance.mp4"], "pose_only": True, **FAST}
+    )
+    assert prediction["status"] == "succeeded", prediction.get("error")
+    output = prediction["output"]
+    assert output["video"] is None and output["comparison"] is None
+    assert decoded_frames(decode_output(output["pose_video"]), tmp_path) == 2
+    preview = Image.open(io.BytesIO(decode_output(output["pose_preview"])))
+    assert preview.format == "PNG"
+    assert "Pose only: 2 pose frames written, nothing generated." in prediction["logs"]
+    assert "Denoising" not in prediction["logs"]
 
 
 def test_validation_errors(server, files):
     response = server.post_prediction(
-        {"dance_video": files["dance.mp4"], "steps": 0, "window": 500, "aspect": "wide"}
+        {"dance_video": files["dance.mp4"], "num_inference_steps": 0, "window": 500, "aspect": "wide"}
     )
     assert_validation_errors(
         response,
         {
             "reference_image": "Field required",
-            "steps": "minimum of 1",
+            "num_inference_steps": "minimum of 1",
             "window": "maximum of 128",
             "aspect": "wide",
         },

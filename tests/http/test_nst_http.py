@@ -3,21 +3,20 @@ cancellation."""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import io
-import re
+import json
 
 import numpy as np
 import pytest
-from cog import _inspector
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
 from tests.http.harness import assert_validation_errors, data_uri, output_bytes, tiny_environment
-from tools import cog_schema
+from tests.replicate_progress import progress_lines
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-nst")]
-
-ITERATION = re.compile(r"iteration (\d+)/(\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def files(tmp_path_factory):
     content, style = folder / "content.png", folder / "style.png"
     Image.open(REPO_ROOT / "examples" / "content.jpg").resize((96, 64)).save(content)
     Image.open(REPO_ROOT / "examples" / "style.png").resize((64, 64)).save(style)
-    return {"content": content, "style": style}
+    return {"image": content, "style_image": style}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,17 @@ def server(cog_server):
 
 
 def iterations_logged(logs: str) -> list[int]:
-    return [int(match.group(1)) for match in ITERATION.finditer(logs or "")]
+    """The iteration counts of the progress lines (the first one is 0, printed before the first iteration)."""
+    return [current for _, current, _ in progress_lines(logs)]
+
+
+def printed_by_predictions(server_log: str) -> str:
+    """What predictions printed, from the server log: one JSON record per line, the text in its message."""
+    messages = []
+    for line in server_log.splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            messages.append(json.loads(line)["fields"]["message"])
+    return "\n".join(messages)
 
 
 def test_sync_prediction_streams_previews_then_the_final_image(server, images, files, tiny_predictor):
@@ -52,8 +61,9 @@ def test_sync_prediction_streams_previews_then_the_final_image(server, images, f
     # Outputs come back as data: URIs, without their file names; the same prediction run in this process
     # names them, and its images are the served ones in the same order (CPU runs are deterministic).
     with tiny_predictor("predictors.nst.predict", ["vgg19"]) as predictor:
-        info, _ = cog_schema.inspect_predictor(type(predictor))
-        local = list(predictor.predict(**_inspector.check_input(info.inputs, {**files, **inputs})))
+        parameters = inspect.signature(predictor.predict).parameters.items()
+        defaults = {name: parameter.default.default for name, parameter in parameters}
+        local = list(predictor.predict(**{**defaults, **files, **inputs}))
         assert [path.name.split("-")[0] for path in local] == ["preview", "preview", "output"]
         assert [path.name.split("-")[1] for path in local[:2]] == ["00002", "00004"]
         for path, data in zip(local, served, strict=True):
@@ -109,15 +119,17 @@ def test_range_and_choice_violations_are_422(server, images, field, value, messa
     assert message in errors[field], errors
 
 
-def test_missing_content_is_422(server, images):
-    assert_validation_errors(server.post_prediction({"style": images["style"]}), {"content": "required"})
+def test_missing_image_is_422(server, images):
+    assert_validation_errors(
+        server.post_prediction({"style_image": images["style_image"]}), {"image": "required"}
+    )
 
 
 @pytest.mark.parametrize(
     ("payload", "mime", "message"),
     [
         (b"this is plain text, not a picture", "image/png", "not a picture file we can read"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "image/png", "content image"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "image/png", "The image is corrupt"),
     ],
     ids=["text-as-png", "truncated-png"],
 )
@@ -126,7 +138,7 @@ def test_corrupt_upload_fails_clearly_and_the_server_stays_ready(
 ):
     broken = tmp_path / "broken.png"
     broken.write_bytes(payload)
-    prediction = server.predict({**images, "content": data_uri(broken, mime)})
+    prediction = server.predict({**images, "image": data_uri(broken, mime)})
     assert prediction["status"] == "failed"
     assert message in prediction["error"]
     assert "Traceback" not in prediction["error"]
@@ -144,7 +156,7 @@ def test_cancel_lands_within_an_iteration_and_the_server_recovers(server, images
     )
     assert server.cancel("nst-cancel").status_code == 200
     # Read once the cancel is accepted, so a test process that is slow to get here only loosens the bound.
-    at_cancel = iterations_logged(server.log_text())[-1]
+    at_cancel = iterations_logged(printed_by_predictions(server.log_text()))[-1]
     final = webhook.wait_completed("nst-cancel")
     assert final["status"] == "canceled"
     done = iterations_logged(final.get("logs"))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
-import re
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from predictors.common import media
 from tests.http.harness import assert_validation_errors, data_uri, output_bytes, tiny_environment
+from tests.replicate_progress import client_progress
 
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-sd-style")]
 
@@ -25,6 +27,7 @@ def inputs(tmp_path_factory):
     )
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     return {
+        "path": folder / "content.png",
         "image": data_uri(folder / "content.png"),
         "style_image": data_uri(folder / "style.png"),
         "corrupt": data_uri(folder / "corrupt.jpg", "image/jpeg"),
@@ -42,7 +45,7 @@ def test_sync_prediction_with_two_outputs(server, inputs):
             "image": inputs["image"],
             "style_image": inputs["style_image"],
             "num_outputs": 2,
-            "steps": 2,
+            "num_inference_steps": 2,
             "max_side": 256,
             "seed": 42,
             "output_format": "png",
@@ -52,6 +55,27 @@ def test_sync_prediction_with_two_outputs(server, inputs):
     images = [Image.open(io.BytesIO(data)) for data in output_bytes(prediction)]
     assert len(images) == 2 and all(image.size == (256, 192) and image.format == "PNG" for image in images)
     assert "Using seed 42" in prediction["logs"]
+
+
+def test_control_image_comes_last_as_png(server, inputs):
+    prediction = server.predict(
+        {
+            "image": inputs["image"],
+            "style_image": inputs["style_image"],
+            "num_inference_steps": 1,
+            "max_side": 256,
+            "canny_low": 50,
+            "canny_high": 120,
+            "return_control_image": True,
+            "disable_safety_checker": True,
+        }
+    )
+    assert prediction["status"] == "succeeded", prediction.get("error")
+    image, control = (Image.open(io.BytesIO(data)) for data in output_bytes(prediction))
+    assert (image.format, control.format) == ("WEBP", "PNG")
+    content = media.resize(media.load_image(inputs["path"]), (256, 192))
+    expected = cv2.Canny(cv2.cvtColor(np.asarray(content), cv2.COLOR_RGB2GRAY), 50, 120)
+    np.testing.assert_array_equal(np.asarray(control.convert("L")), expected)
 
 
 def test_range_and_choice_violations_are_422(server, inputs):
@@ -77,24 +101,36 @@ def test_range_and_choice_violations_are_422(server, inputs):
 
 
 def test_corrupt_style_image_fails_clearly_and_the_server_stays_ready(server, inputs):
-    prediction = server.predict({"image": inputs["image"], "style_image": inputs["corrupt"], "steps": 2})
+    prediction = server.predict(
+        {"image": inputs["image"], "style_image": inputs["corrupt"], "num_inference_steps": 2}
+    )
     assert prediction["status"] == "failed"
     assert "style image" in prediction["error"]
     assert server.wait_ready(30)["status"] == "READY"
     again = server.predict(
-        {"image": inputs["image"], "style_image": inputs["style_image"], "steps": 1, "max_side": 256}
+        {
+            "image": inputs["image"],
+            "style_image": inputs["style_image"],
+            "num_inference_steps": 1,
+            "max_side": 256,
+        }
     )
     assert again["status"] == "succeeded", again.get("error")
 
 
 def _last_step(logs: str) -> int:
-    steps = re.findall(r"main pass: step (\d+)/", logs or "")
-    return int(steps[-1]) if steps else 0
+    progress = client_progress(logs)
+    return progress[1] if progress else 0
 
 
 def test_cancel_lands_within_a_step(server, webhook, inputs):
     server.predict_async(
-        {"image": inputs["image"], "style_image": inputs["style_image"], "steps": 100, "max_side": 384},
+        {
+            "image": inputs["image"],
+            "style_image": inputs["style_image"],
+            "num_inference_steps": 100,
+            "max_side": 384,
+        },
         webhook.url,
         prediction_id="sd-cancel",
     )

@@ -4,6 +4,8 @@ pose-video mode on the golden set."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 
 from predictors.common.errors import InputError
+from tests.replicate_progress import progress_lines
 from tools.tiny_weights import write_manifest
 
 VIDEO_SIZE = (64, 48)
@@ -32,8 +35,8 @@ FAST = {
     "max_seconds": 0.0,
     "skip": 1,
     "target_fps": 0.0,
-    "steps": 2,
-    "guidance": 3.5,
+    "num_inference_steps": 2,
+    "guidance_scale": 3.5,
     "seed": 1,
     "window": 4,
     "overlap": 1,
@@ -42,6 +45,7 @@ FAST = {
     "save_aligned_pose": False,
     "save_comparison": False,
     "keep_audio": True,
+    "pose_only": False,
 }
 
 
@@ -115,41 +119,57 @@ def predictor(tiny_predictor):
         yield instance
 
 
-def run(predictor, reference: Path, video: Path, **changes) -> list[Path]:
+def run(predictor, reference: Path, video: Path, **changes):
     return predictor.predict(reference_image=reference, dance_video=video, **{**FAST, **changes})
 
 
+def files_of(output) -> dict[str, Path | None]:
+    return {name: getattr(output, name) for name in ("video", "pose_video", "pose_preview", "comparison")}
+
+
 def test_end_to_end_with_every_output(predictor, inputs, capsys):
-    outputs = run(predictor, inputs["ref"], inputs["dance"], save_aligned_pose=True, save_comparison=True)
-    assert [path.name.split("-")[0] for path in outputs] == ["musepose", "aligned", "comparison"]
-    assert len({path.name for path in outputs}) == 3
-    result, facts = read_video(outputs[0])
+    output = run(predictor, inputs["ref"], inputs["dance"], save_aligned_pose=True, save_comparison=True)
+    files = files_of(output)
+    assert {name: path.name.split("-")[0] for name, path in files.items()} == {
+        "video": "musepose",
+        "pose_video": "aligned",
+        "pose_preview": "pose",
+        "comparison": "comparison",
+    }
+    result, facts = read_video(output.video)
     # 8 source frames, one in 2 -> 4 frames at 12 // 2 = 6 fps, at the reference's aspect (3:4), 768 high.
     assert result.shape == (4, 768, 576, 3) and facts["fps"] == 6
     assert facts["audio"]
-    pose, _ = read_video(outputs[1])
+    pose, _ = read_video(output.pose_video)
     assert pose.shape == result.shape and pose.max() > 100  # the skeleton is drawn
-    comparison, comparison_facts = read_video(outputs[2])
+    preview = np.asarray(Image.open(output.pose_preview))
+    assert Image.open(output.pose_preview).format == "PNG" and preview.shape == pose.shape[1:]
+    comparison, comparison_facts = read_video(output.comparison)
     assert comparison.shape == (4, 768, 3 * 576, 3) and comparison_facts["audio"]
     logs = capsys.readouterr().out
-    assert "step 2/2, window 1/1" in logs and "Using seed 1" in logs
+    assert "Using seed 1" in logs and "Detected the dancer's pose in 4 frames." in logs
+    assert "4 frames in 1 window(s) of 4 (overlap 1), 2 steps: 2 UNet calls." in logs
+    # One bar for the pose detection (4 frames) and one for denoising (2 steps x 1 window), each to 100%.
+    lines = progress_lines(logs)
+    assert (100, 4, 4) in lines and lines[-1] == (100, 2, 2)
     # The previous prediction's files are removed when the next one starts.
-    run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)
-    assert not any(path.exists() for path in outputs)
+    plain = run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)
+    assert not any(path.exists() for path in files.values())
+    assert plain.video.exists() and plain.pose_video is plain.pose_preview is plain.comparison is None
 
 
 def test_an_ntsc_video_with_sound_keeps_its_exact_rate(predictor, inputs, tmp_path):
     """29.97 fps with skip 1 is 14.985 fps exactly; upstream's floor (14) would let the sound drift."""
     dance = write_video(tmp_path / "ntsc.mp4", grey_frames(), fps=Fraction(30000, 1001), audio_seconds=1.0)
-    outputs = run(predictor, inputs["ref"], dance, max_frames=4, save_aligned_pose=True, save_comparison=True)
-    for path in outputs:
+    output = run(predictor, inputs["ref"], dance, max_frames=4, save_aligned_pose=True, save_comparison=True)
+    for path in (output.video, output.pose_video, output.comparison):
         frames, facts = read_video(path)
         assert facts["fps"] == Fraction(15000, 1001) and len(frames) == 2, path.name
-    assert read_video(outputs[0])[1]["audio"] and read_video(outputs[2])[1]["audio"]
+    assert read_video(output.video)[1]["audio"] and read_video(output.comparison)[1]["audio"]
 
 
 def test_the_reference_aspect_is_kept_and_square_mode_squares(predictor, inputs, capsys):
-    wide, _ = read_video(run(predictor, inputs["wide"], inputs["dance"], max_frames=2)[0])
+    wide, _ = read_video(run(predictor, inputs["wide"], inputs["dance"], max_frames=2).video)
     assert wide.shape[1:3] == (768, 1364)  # 160:90 at 768 high, even width
     assert "Generating 64x40" in capsys.readouterr().out
     run(predictor, inputs["wide"], inputs["dance"], max_frames=2, aspect="square")
@@ -159,28 +179,91 @@ def test_the_reference_aspect_is_kept_and_square_mode_squares(predictor, inputs,
 
 
 def test_same_seed_same_video_other_seed_other_video(predictor, inputs):
-    first, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)[0])
-    again, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)[0])
-    other, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False, seed=2)[0])
+    first, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False).video)
+    again, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False).video)
+    other, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], keep_audio=False, seed=2).video)
     np.testing.assert_array_equal(first, again)
     assert np.abs(first.astype(int) - other.astype(int)).mean() > 1
 
 
 def test_remaining_inputs(predictor, inputs, capsys):
     silent, facts = read_video(
-        run(predictor, inputs["ref"], inputs["dance"], keep_audio=False, skip=0, max_seconds=0.25)[0]
+        run(predictor, inputs["ref"], inputs["dance"], keep_audio=False, skip=0, max_seconds=0.25).video
     )
     assert not facts["audio"] and len(silent) == 3 and facts["fps"] == 12  # 0.25 s of 12 fps, every frame
     unaligned, _ = read_video(
-        run(predictor, inputs["ref"], inputs["dance"], align_pose=False, guidance=1.0, max_frames=4)[0]
+        run(
+            predictor, inputs["ref"], inputs["dance"], align_pose=False, guidance_scale=1.0, max_frames=4
+        ).video
     )
     assert unaligned.shape == (2, 768, 1024, 3)  # the video's own framing (4:3)
-    posed, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], pose_video=True, max_frames=4)[0])
+    posed, _ = read_video(run(predictor, inputs["ref"], inputs["dance"], pose_video=True, max_frames=4).video)
     assert posed.shape == (2, 48, 64, 3)  # the pose video's own size
-    resampled, resampled_facts = read_video(run(predictor, inputs["ref"], inputs["dance"], target_fps=4.0)[0])
+    resampled, resampled_facts = read_video(
+        run(predictor, inputs["ref"], inputs["dance"], target_fps=4.0).video
+    )
     assert resampled_facts["fps"] == 4 and len(resampled) in (3, 4)  # 1 s of video at 4 fps
     logs = capsys.readouterr().out
     assert "Pose alignment scales" in logs
+
+
+GENERATION_MODELS = ("vae", "image_encoder", "reference_unet", "denoising_unet", "pose_guider")
+
+
+@contextlib.contextmanager
+def forward_calls(models):
+    """Forward calls inside each generation network (any of its layers), counted by observing hooks."""
+    calls = dict.fromkeys(GENERATION_MODELS, 0)
+
+    def count(name, module, args):
+        calls[name] += 1
+
+    hooks = [
+        layer.register_forward_pre_hook(functools.partial(count, name))
+        for name in GENERATION_MODELS
+        for layer in getattr(models, name).modules()
+    ]
+    try:
+        yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_pose_only_returns_the_poses_without_generating(predictor, inputs, capsys):
+    models = predictor.animator.pipeline.models
+    with forward_calls(models) as calls:
+        full = run(predictor, inputs["ref"], inputs["dance"], save_aligned_pose=True, keep_audio=False)
+    assert all(calls.values()), calls  # the counting sees every network of a generation
+    full_pose, _ = read_video(full.pose_video)
+    full_preview = np.asarray(Image.open(full.pose_preview))
+    capsys.readouterr()
+    with forward_calls(models) as calls:
+        output = run(predictor, inputs["ref"], inputs["dance"], pose_only=True, keep_audio=False)
+    assert calls == dict.fromkeys(GENERATION_MODELS, 0)
+    assert output.video is None and output.comparison is None
+    logs = capsys.readouterr().out
+    assert "Pose only: 4 pose frames written, nothing generated." in logs
+    assert "step " not in logs and "Generating" not in logs  # the denoising progress never started
+    # The poses are the ones a generation is driven by, frame for frame.
+    pose, facts = read_video(output.pose_video)
+    assert pose.shape == (4, 768, 576, 3) and facts["fps"] == 6
+    np.testing.assert_array_equal(pose, full_pose)
+    preview = np.asarray(Image.open(output.pose_preview))
+    np.testing.assert_array_equal(preview, full_preview)
+    assert preview.shape == pose.shape[1:] and preview.max() > 100  # a pose frame, skeleton drawn
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"pose_video": True}, "pose_video says it already is one"),
+        ({"save_comparison": True}, "save_comparison needs a generated video"),
+    ],
+)
+def test_pose_only_refuses_what_needs_generation_or_detection(predictor, inputs, changes, message):
+    with pytest.raises(InputError, match=message):
+        run(predictor, inputs["ref"], inputs["dance"], pose_only=True, **changes)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +294,7 @@ def test_no_person_in_the_video(predictor, inputs):
 
 def test_a_dancer_who_leaves_the_frame(predictor, inputs, capsys):
     frames, _ = read_video(
-        run(predictor, inputs["ref"], inputs["gap"], skip=0, max_frames=6, keep_audio=False)[0]
+        run(predictor, inputs["ref"], inputs["gap"], skip=0, max_frames=6, keep_audio=False).video
     )
     assert len(frames) == 6
     assert "No dancer found in 2 of 6 frames (2-3)" in capsys.readouterr().out
@@ -230,12 +313,12 @@ def test_cancel_lands_within_one_unet_call(predictor, inputs):
     hook = unet.mid_block.resnets[0].register_forward_pre_hook(cancel_midway)
     try:
         with pytest.raises(CancelationException):
-            run(predictor, inputs["ref"], inputs["dance"], steps=3)
+            run(predictor, inputs["ref"], inputs["dance"], num_inference_steps=3)
     finally:
         hook.remove()
     assert calls == [1]
     assert predictor.animator.pipeline.bank.features == {}  # the reference features were released
-    assert len(run(predictor, inputs["ref"], inputs["dance"], max_frames=2)) == 1
+    assert run(predictor, inputs["ref"], inputs["dance"], max_frames=2).video.exists()
 
 
 def test_out_of_memory_in_the_unet_is_one_sentence_and_the_next_run_works(predictor, inputs, monkeypatch):
@@ -261,7 +344,7 @@ def test_out_of_memory_in_the_unet_is_one_sentence_and_the_next_run_works(predic
         "again."
     )
     assert emptied == [True] and predictor.animator.pipeline.bank.features == {}
-    assert len(run(predictor, inputs["ref"], inputs["dance"], max_frames=2)) == 1
+    assert run(predictor, inputs["ref"], inputs["dance"], max_frames=2).video.exists()
 
 
 @pytest.fixture
@@ -298,7 +381,7 @@ def test_pose_video_mode_matches_upstreams_output(golden_dir, golden_root, weigh
     args = json.loads((folder / "args.json").read_text())
     predictor = Predictor()
     predictor.setup()
-    outputs = predictor.predict(
+    output = predictor.predict(
         reference_image=folder / "inputs/ref.png",
         dance_video=folder / "inputs/pose.mp4",
         **{
@@ -307,15 +390,15 @@ def test_pose_video_mode_matches_upstreams_output(golden_dir, golden_root, weigh
             "height": args["H"],
             "max_frames": args["L"],
             "skip": args["skip"],
-            "steps": args["steps"],
-            "guidance": args["cfg"],
+            "num_inference_steps": args["steps"],
+            "guidance_scale": args["cfg"],
             "seed": args["seed"],
             "window": args["S"],
             "overlap": args["O"],
             "pose_video": True,
         },
     )
-    ours, facts = read_video(outputs[0])
+    ours, facts = read_video(output.video)
     theirs, their_facts = read_video(folder / "expected/output.mp4")
     assert ours.shape == theirs.shape and facts["fps"] == their_facts["fps"]
     assert facts["codec"] == their_facts["codec"] == ("h264", "yuv420p")

@@ -18,8 +18,8 @@ STYLE = REPO_ROOT / "examples" / "style.png"
 
 # Every input with a plain value (calling predict() directly bypasses Cog's defaults).
 DEFAULTS = {
-    "style_2": None,
-    "style_3": None,
+    "style_image_2": None,
+    "style_image_3": None,
     "style_weights": "",
     "max_side": 48,
     "style_strength": 1.0,
@@ -47,7 +47,7 @@ def predictor(tiny_predictor):
 
 
 def run(predictor, **inputs):
-    return list(predictor.predict(content=CONTENT, style=STYLE, **{**DEFAULTS, **inputs}))
+    return list(predictor.predict(image=CONTENT, style_image=STYLE, **{**DEFAULTS, **inputs}))
 
 
 def digest(path):
@@ -89,9 +89,9 @@ def test_several_styles_with_blend_weights(predictor, tmp_path):
     red = tmp_path / "red.png"
     Image.new("RGB", (40, 40), (220, 30, 30)).save(red)
     single = final_digest(predictor)
-    assert final_digest(predictor, style_2=red, style_weights="1,0") == single
-    assert final_digest(predictor, style_2=red, style_weights="1,1") != single
-    three = run(predictor, style_2=red, style_3=STYLE, style_weights="1,0.5,2")
+    assert final_digest(predictor, style_image_2=red, style_weights="1,0") == single
+    assert final_digest(predictor, style_image_2=red, style_weights="1,1") != single
+    three = run(predictor, style_image_2=red, style_image_3=STYLE, style_weights="1,0.5,2")
     assert len(three) == 1
 
 
@@ -101,7 +101,7 @@ def test_several_styles_with_blend_weights(predictor, tmp_path):
 )
 def test_bad_blend_weights_are_input_errors(predictor, weights, message):
     with pytest.raises(InputError, match=message):
-        run(predictor, style_2=STYLE, style_weights=weights)
+        run(predictor, style_image_2=STYLE, style_weights=weights)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_inputs_reach_the_optimisation_by_value(predictor, seen_calls):
     with pytest.raises(Stop):
         run(
             predictor,
-            style_2=STYLE,
+            style_image_2=STYLE,
             style_weights="1,3",
             style_strength=0.5,
             content_weight=3.0,
@@ -229,7 +229,7 @@ def test_out_of_memory_in_the_optimisation_is_one_sentence_and_the_next_run_work
 def test_landscape_keeps_its_aspect(predictor, tmp_path):
     wide = tmp_path / "wide.png"
     Image.open(CONTENT).resize((200, 100)).save(wide)
-    (output,) = list(predictor.predict(content=wide, style=STYLE, **DEFAULTS))
+    (output,) = list(predictor.predict(image=wide, style_image=STYLE, **DEFAULTS))
     assert Image.open(output).size == (48, 32)
 
 
@@ -265,5 +265,12 @@ def test_fast_init_streams_the_feed_forward_preview_first(predictor):
 def test_corrupt_content_is_a_clear_input_error(predictor, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"this is not an image")
-    with pytest.raises(InputError, match="content image"):
-        list(predictor.predict(content=broken, style=STYLE, **DEFAULTS))
+    with pytest.raises(InputError, match=r"^The image is not a picture file"):
+        list(predictor.predict(image=broken, style_image=STYLE, **DEFAULTS))
+
+
+def test_a_broken_third_style_image_is_named_even_without_a_second(predictor, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not an image")
+    with pytest.raises(InputError, match=r"^The style image 3 is not a picture file"):
+        run(predictor, style_image_3=broken)

@@ -3,13 +3,17 @@ pipelines, the adapter block maps, style blending and its cache, schedulers, the
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from predictors.common import runtime
 from predictors.sd_style.blocks import adapter_scale
-from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges
+from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges, planned_steps
+from tests.replicate_progress import progress_lines
 
 SIZE = 64
 FAMILY_NAMES = ["sd15", "sdxl"]
@@ -62,7 +66,7 @@ def _job(**changes) -> Job:
         "prompt": "a painting",
         "negative_prompt": "blurry",
         "style_strength": 0.8,
-        "steps": 2,
+        "num_inference_steps": 2,
         "seed": 7,
     }
     return Job(**{**settings, **changes})
@@ -107,8 +111,8 @@ def _stock(sp: StylePipeline, job: Job, scheduler=None):
         **images,
         height=SIZE,
         width=SIZE,
-        num_inference_steps=job.steps,
-        guidance_scale=job.guidance,
+        num_inference_steps=job.num_inference_steps,
+        guidance_scale=job.guidance_scale,
         controlnet_conditioning_scale=job.structure_strength,
         num_images_per_prompt=job.num_outputs,
         ip_adapter_image=job.style_images[0],
@@ -156,7 +160,7 @@ def test_modes_strength_and_structure_change_the_output(pipelines, family):
         {"style_strength": 0.0},
         {"structure_strength": 0.0},
         {"prompt": "a cat"},
-        {"guidance": 1.0},
+        {"guidance_scale": 1.0},
         {"canny_low": 10, "canny_high": 20},
     ):
         other = sp.run(_job(**changes), output_type="np")
@@ -272,10 +276,10 @@ def test_denoise_strength_sets_the_number_of_steps_run(pipelines, family):
 
     for denoise, main in ((1.0, 10), (0.5, 5), (0.3, 3), (0.96, 9)):
         seen.clear()
-        sp.run(_job(steps=10, denoise=denoise), on_step=record)
+        sp.run(_job(num_inference_steps=10, denoise=denoise), on_step=record)
         assert seen == [("main", step, main) for step in range(1, main + 1)], denoise
     seen.clear()
-    sp.run(_job(steps=10, detail_pass=True), on_step=record)
+    sp.run(_job(num_inference_steps=10, detail_pass=True), on_step=record)
     assert seen == [("main", step, 10) for step in range(1, 11)] + [("detail", step, 3) for step in (1, 2, 3)]
 
 
@@ -292,7 +296,7 @@ def test_other_schedulers_equal_stock_diffusers(pipelines, scheduler):
     import diffusers
 
     sp = pipelines["sd15"]
-    job = _job(scheduler=scheduler, steps=3)
+    job = _job(scheduler=scheduler, num_inference_steps=3)
     ours = sp.run(job, output_type="np")
     assert type(sp.txt2img.scheduler).__name__ == STOCK_SCHEDULERS[scheduler][0]
     class_name, options = STOCK_SCHEDULERS[scheduler]
@@ -329,6 +333,42 @@ def test_detail_pass(pipelines, family):
         assert sp.detail.controlnet is not sp.txt2img.controlnet  # the tile ControlNet
         assert sp.detail.unet is sp.txt2img.unet  # shared, not loaded twice
     assert calls  # the detail ControlNet ran
+
+
+@pytest.mark.parametrize(
+    ("family", "changes", "passes"),
+    [
+        ("sd15", {"num_inference_steps": 3}, {"main": 3}),
+        ("sd15", {"num_inference_steps": 7, "denoise": 0.5}, {"main": 3}),
+        # The detail pass runs img2img at 0.35 of max(steps, 3) steps.
+        ("sd15", {"num_inference_steps": 4, "denoise": 0.6, "detail_pass": True}, {"main": 2, "detail": 1}),
+        (
+            "sdxl",
+            {"num_inference_steps": 6, "scheduler": "Euler a", "detail_pass": True},
+            {"main": 6, "detail": 2},
+        ),
+    ],
+)
+def test_one_progress_bar_counts_the_steps_of_every_pass(
+    pipelines, monkeypatch, capsys, caplog, family, changes, passes
+):
+    monkeypatch.setenv(runtime.PROGRESS_INTERVAL_ENV, "0")
+    job = _job(**changes)
+    assert planned_steps(job) == passes
+    stages = []
+    with caplog.at_level(logging.INFO, logger="predictors.sd_style.pipeline"):
+        pipelines[family].run(job, on_step=lambda stage, step, steps: stages.append(stage))
+    # diffusers ran exactly the planned steps, so the bar ends at 100%.
+    assert stages == [stage for stage, count in passes.items() for _ in range(count)]
+    total = sum(passes.values())
+    lines = progress_lines(capsys.readouterr().out)
+    assert [(current, bar_total) for _, current, bar_total in lines] == [
+        (done, total) for done in range(total + 1)
+    ]
+    summaries = [r.getMessage() for r in caplog.records if r.name == "predictors.sd_style.pipeline"]
+    assert [message.split(" in ")[0] for message in summaries] == [
+        f"{stage.capitalize()} pass done: {count} steps" for stage, count in passes.items()
+    ]
 
 
 def test_components_are_shared_between_passes(pipelines):

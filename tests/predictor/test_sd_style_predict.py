@@ -12,13 +12,16 @@ import shutil
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from predictors.common import media
 from predictors.common.errors import InputError, WeightsError
 from predictors.sd_style.pipeline import FAMILIES
+from tests.replicate_progress import client_progress
 
 PARTS = ["sd15", "sdxl"]
 
@@ -84,7 +87,13 @@ def predict(predictor, files, **inputs):
         name: parameter.default.default
         for name, parameter in inspect.signature(predictor.predict).parameters.items()
     }
-    arguments = {**defaults, "image": files["content"], "style_image": files["style"], "steps": 2, **inputs}
+    arguments = {
+        **defaults,
+        "image": files["content"],
+        "style_image": files["style"],
+        "num_inference_steps": 2,
+        **inputs,
+    }
     return predictor.predict(**arguments)
 
 
@@ -97,7 +106,8 @@ def test_sync_outputs_sizes_and_cleanup(sd15, files, capsys):
     assert len(first) == 2 and len({p.name for p in first}) == 2
     assert all(Image.open(p).format == "PNG" and Image.open(p).size == (256, 192) for p in first)
     logs = capsys.readouterr().out
-    assert "Using seed 3" in logs and "main pass: step 2/2" in logs
+    assert "Using seed 3" in logs and "Main pass done: 2 steps" in logs
+    assert client_progress(logs) == (100, 2, 2)
     second = predict(sd15, files, megapixels=0.1, output_format="jpg", output_quality=80, seed=3)
     width, height = Image.open(second[0]).size
     assert (
@@ -129,14 +139,14 @@ def test_seed_determinism_and_random_seed(sd15, files, capsys):
         {"style_mode": "style_and_layout"},
         {"denoise_strength": 0.5},
         {"canny_low": 5, "canny_high": 10},
-        {"guidance": 2.0},
+        {"guidance_scale": 2.0},
         {"scheduler": "Euler a"},
         {"scheduler": "UniPC"},
         {"scheduler": "DDIM"},
         {"prompt": "a watercolor painting"},
         {"negative_prompt": ""},
         {"detail_pass": True},
-        {"steps": 3},
+        {"num_inference_steps": 3},
         {"style_image_2": "style2", "style_weights": "1,1"},
     ],
     ids=lambda inputs: "-".join(inputs),
@@ -176,8 +186,8 @@ def test_inputs_reach_the_job_by_value(sd15, files, monkeypatch):
             denoise_strength=0.7,
             canny_low=30,
             canny_high=90,
-            steps=7,
-            guidance=4.5,
+            num_inference_steps=7,
+            guidance_scale=4.5,
             scheduler="UniPC",
             num_outputs=3,
             seed=13,
@@ -197,8 +207,8 @@ def test_inputs_reach_the_job_by_value(sd15, files, monkeypatch):
         "denoise": 0.7,
         "canny_low": 30,
         "canny_high": 90,
-        "steps": 7,
-        "guidance": 4.5,
+        "num_inference_steps": 7,
+        "guidance_scale": 4.5,
         "scheduler": "UniPC",
         "num_outputs": 3,
         "seed": 13,
@@ -233,11 +243,12 @@ def test_output_quality_changes_lossy_files(sd15, files):
     ("inputs", "message"),
     [
         ({"style_image": "corrupt"}, "style image"),
-        ({"image": "corrupt"}, "content image"),
+        ({"image": "corrupt"}, "The image "),
         ({"style_image_2": "corrupt"}, "style image 2"),
+        ({"style_image_3": "corrupt"}, "^The style image 3 "),
         ({"canny_low": 200, "canny_high": 100}, "canny_low"),
         ({"style_weights": "1,2"}, "style_weights"),
-        ({"denoise_strength": 0.3, "steps": 2}, "at least 4 steps"),
+        ({"denoise_strength": 0.3, "num_inference_steps": 2}, "num_inference_steps 4 or more"),
     ],
 )
 def test_input_errors_are_clear(sd15, files, inputs, message):
@@ -284,6 +295,32 @@ def test_only_flagged_outputs_are_withheld(sd15, files, capsys):
     logs = capsys.readouterr().out
     assert "Output 1 was flagged by the safety checker and is withheld." in logs
     assert "Output 2 was flagged" not in logs
+
+
+def test_control_image_is_the_canny_map_of_the_content_at_the_thresholds(sd15, files):
+    *images, control = predict(
+        sd15,
+        files,
+        max_side=256,
+        num_outputs=2,
+        seed=4,
+        canny_low=20,
+        canny_high=60,
+        return_control_image=True,
+        disable_safety_checker=True,
+    )
+    assert len(images) == 2 and all(Image.open(path).format == "WEBP" for path in images)
+    assert Image.open(control).format == "PNG"  # lossless whatever output_format is
+    edges = np.asarray(Image.open(control))
+    assert edges.shape == (192, 256, 3)
+    content = media.resize(media.load_image(files["content"]), (256, 192))
+    gray = cv2.cvtColor(np.asarray(content), cv2.COLOR_RGB2GRAY)
+    expected = cv2.Canny(gray, 20, 60)
+    # The thresholds matter for this picture, so equality below pins the ones that were asked for.
+    assert not np.array_equal(expected, cv2.Canny(gray, 100, 200))
+    for channel in range(3):
+        np.testing.assert_array_equal(edges[..., channel], expected)
+    assert len(predict(sd15, files, max_side=256, num_outputs=2, disable_safety_checker=True)) == 2
 
 
 def test_sdxl_family(sdxl, files):

@@ -3,7 +3,8 @@
 ``mode`` picks the branch: ``echo`` writes the inputs to a text file, ``frames`` yields ``count`` files one by
 one (iterator output), ``slow`` loops ``count`` times with a short sleep so a cancel can land mid-loop, and
 ``fail`` raises ``ValueError`` with a message the client must see. ``image`` goes through the shared
-local-path check, as every predictor's file inputs do.
+local-path check, as every predictor's file inputs do. The subclasses fail their setup, or stand in for the
+predictor when ``tools/run_predictor.py --fallback`` needs one.
 """
 
 import json
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 from cog import BasePredictor, Input, Path
 
-from predictors.common.errors import WeightsError
+from predictors.common.errors import MissingWeightsError, WeightsError
 from predictors.common.media import check_input_path
 
 
@@ -55,7 +56,23 @@ class Predictor(BasePredictor):
 
 
 class BrokenSetup(Predictor):
-    """Fails in ``setup()``, as a predictor does when its weights are missing."""
+    """Fails in ``setup()``, as a predictor does when its weights are unusable."""
 
     def setup(self) -> None:
         raise WeightsError("The echo weights are missing: run the weights step first.")
+
+
+class OfflineSetup(Predictor):
+    """Fails in ``setup()`` as a predictor does offline: a weights file is missing and not downloadable."""
+
+    def setup(self) -> None:
+        raise MissingWeightsError("The echo weights could not be downloaded: fetch them when online.")
+
+
+class ShoutingFallback(Predictor):
+    """A lesser echo for ``--fallback``: it shouts whatever ``shout`` says."""
+
+    NOTICE = "This is the shouted echo."
+
+    def predict(self, **inputs) -> Iterator[Path]:
+        return super().predict(**{**inputs, "shout": True})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
 from PIL import Image
 
+from predictors.common import runtime
 from predictors.nst.stylize import (
     CONTENT_LAYER,
     STYLE_LAYERS,
@@ -29,6 +31,7 @@ from predictors.nst.stylize import (
 )
 from predictors.nst.vgg import VGGFeatures
 from tests.conftest import REPO_ROOT
+from tests.replicate_progress import progress_lines
 from tools.tiny_weights.vgg19 import tiny_vgg19_state_dict
 
 
@@ -244,6 +247,21 @@ def test_multi_scale_run_ends_at_the_target_size(vgg, content, style):
     assert result.image.shape == (1, 3, 64, 96)
     assert [s.size for s in steps] == [(48, 32)] * 4 + [(96, 64)] * 2
     assert result.evaluations == 6
+
+
+def test_one_progress_bar_counts_every_scale_and_each_scale_logs_one_line(
+    vgg, content, style, monkeypatch, capsys, caplog
+):
+    monkeypatch.setenv(runtime.PROGRESS_INTERVAL_ENV, "0")
+    with caplog.at_level(logging.INFO, logger="predictors.nst.stylize"):
+        stylize(vgg, resize(content, 96, 64), [style], Settings(iterations=4, pyramid_start=48))
+    # Scales of 4 and 2 iterations: one bar of 6, not two bars.
+    lines = progress_lines(capsys.readouterr().out)
+    assert [(current, total) for _, current, total in lines] == [(done, 6) for done in range(7)]
+    summaries = [record.getMessage() for record in caplog.records]
+    assert len(summaries) == 2
+    assert summaries[0].startswith("Scale 1/2 (48x32) done: 4 iterations, last losses total ")
+    assert summaries[1].startswith("Scale 2/2 (96x64) done: 2 iterations, last losses total ")
 
 
 def test_inits_and_seed(vgg, content, style):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import weakref
 
 import pytest
@@ -14,16 +15,17 @@ from predictors.common.runtime import (
     configure_threads,
     get_logger,
     oom_guard,
-    progress,
+    progress_bar,
     resolve_seed,
     select_device,
     select_dtype,
 )
+from tests.replicate_progress import PATTERN, progress_lines
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for name in (runtime.DEVICE_ENV, runtime.DTYPE_ENV, runtime.THREADS_ENV):
+    for name in (runtime.DEVICE_ENV, runtime.DTYPE_ENV, runtime.THREADS_ENV, runtime.PROGRESS_INTERVAL_ENV):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -234,24 +236,71 @@ def test_other_errors_pass_through_the_guard():
 # ---- progress --------------------------------------------------------------------------------------------
 
 
-def test_progress_yields_everything_and_reports_on_stdout(capsys):
-    assert list(progress(range(5), desc="steps")) == [0, 1, 2, 3, 4]
-    out = capsys.readouterr().out
-    assert "steps" in out and "5/5" in out
+def _bar_lines(out: str) -> list[str]:
+    assert "\r" not in out
+    return out.splitlines()
 
 
-def test_progress_never_swallows_cancellation(capsys):
+def test_every_update_is_a_line_the_replicate_client_parses(monkeypatch, capsys):
+    monkeypatch.setenv(runtime.PROGRESS_INTERVAL_ENV, "0")
+    with progress_bar(4, unit="step") as bar:
+        for _ in range(4):
+            bar.update(1)
+    lines = _bar_lines(capsys.readouterr().out)
+    assert [PATTERN.match(line).group("percentage", "current", "total") for line in lines] == [
+        ("0", "0", "4"),
+        ("25", "1", "4"),
+        ("50", "2", "4"),
+        ("75", "3", "4"),
+        ("100", "4", "4"),
+    ]
+    assert all(line.endswith("step/s]") for line in lines)
+
+
+def test_updates_within_the_interval_are_skipped_but_the_last_count_is_printed(monkeypatch, capsys):
+    monkeypatch.setenv(runtime.PROGRESS_INTERVAL_ENV, "3600")
+    with progress_bar(30) as bar:
+        for _ in range(10):
+            bar.update(3)
+    assert progress_lines(capsys.readouterr().out) == [(0, 0, 30), (100, 30, 30)]
+
+
+def test_a_bar_never_swallows_cancellation_and_shows_where_it_stopped(monkeypatch, capsys):
+    monkeypatch.setenv(runtime.PROGRESS_INTERVAL_ENV, "3600")
+
     class Cancelled(BaseException):
         pass
 
-    seen = []
-    with pytest.raises(Cancelled):
-        for item in progress(iter(range(100)), total=100, desc="denoise"):
-            seen.append(item)
-            if item == 3:
+    with pytest.raises(Cancelled), progress_bar(100) as bar:
+        for step in range(100):
+            bar.update(1)
+            if step == 3:
                 raise Cancelled()
-    assert seen == [0, 1, 2, 3]
-    assert "denoise" in capsys.readouterr().out
+    assert progress_lines(capsys.readouterr().out) == [(0, 0, 100), (4, 4, 100)]
+
+
+def test_a_terminal_gets_one_bar_redrawn_in_place(monkeypatch, capsys):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    with progress_bar(3) as bar:
+        bar.update(3)
+    out = capsys.readouterr().out
+    assert out.startswith("\r") and "3/3" in out
+    assert out.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "interactive", "seconds"), [("", True, 0.1), ("", False, 2.0), (" 0.5 ", False, 0.5)]
+)
+def test_progress_interval(monkeypatch, raw, interactive, seconds):
+    monkeypatch.setenv(runtime.PROGRESS_INTERVAL_ENV, raw)
+    assert runtime.progress_interval(interactive) == seconds
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan"])
+def test_bad_progress_interval_is_named(monkeypatch, raw):
+    monkeypatch.setenv(runtime.PROGRESS_INTERVAL_ENV, raw)
+    with pytest.raises(ValueError, match=runtime.PROGRESS_INTERVAL_ENV):
+        runtime.progress_interval(False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

