@@ -10,7 +10,7 @@ PREDICTOR ?= nst
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup test lint predict smoke weights bench-nst bench-sd-style bench-pose bench-musepose \
+.PHONY: setup test lint predict smoke mutation weights bench-nst bench-sd-style bench-pose bench-musepose \
         serve-nst serve-sd-style serve-sd-style-xl serve-musepose build-nst build-sd-style build-sd-style-xl build-musepose schema docs pictures clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
@@ -34,6 +34,11 @@ predict: setup
 
 smoke: setup
 	$(PY) -m tools.smoke
+
+# Not part of `make test`: the mutations of tests/mutations/ in a throwaway copy, with the tests that must
+# catch them. MUTATION_ARGS, e.g. "--area nst", "--only ID ..." or "--no-shared" (see tools/mutation.py).
+mutation: setup
+	$(PY) -m tools.mutation $(MUTATION_ARGS)
 
 weights: setup
 	WEIGHTS_DIR=$(WEIGHTS_DIR) $(PY) -m predictors.common.weights fetch $(PREDICTOR)

@@ -373,9 +373,11 @@ class VideoWriter:
         self._fifo.write(frame)
 
     def close(self, flush: bool = True) -> None:
-        """Flush the encoders and finish the file (``flush=False`` after an error: release and delete it)."""
+        """Flush the encoders and finish the file. After an error (``flush=False``), or when finishing fails,
+        the file is released and deleted: a half-written video is never left behind."""
         if self._container is None:
             return
+        finished = False
         try:
             if flush:
                 if self._video is None:
@@ -384,10 +386,13 @@ class VideoWriter:
                 if self._audio_out is not None:
                     self._pump_audio(self._samples_for(self.frames_written), final=True)
                     self._container.mux(self._audio_out.encode())
+                finished = True
         finally:
-            self._container.close()
-            self._container = None
-            if self._audio_in is not None:
-                self._audio_in.close()
-            if not flush:
-                self.path.unlink(missing_ok=True)
+            try:
+                self._container.close()
+            finally:
+                self._container = None
+                if self._audio_in is not None:
+                    self._audio_in.close()
+                if not finished:
+                    self.path.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from cog import BaseModel, BasePredictor, Input, Path
 from predictors.common import boundary, media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
-from predictors.musepose.pipeline import MusePosePipeline, load_models
+from predictors.musepose.distributed import load_pipeline
 
 WEIGHTS = {
     "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
@@ -47,7 +47,8 @@ class Predictor(BasePredictor):
         files.update({name: files[name].parent for name in FOLDERS})
         self.device = runtime.select_device()
         dtype = runtime.select_dtype(self.device)
-        pipeline = MusePosePipeline(load_models(**files).to(self.device, dtype), self.device, dtype)
+        # Several GPUs: worker processes share the denoising (predictors/musepose/distributed.py).
+        pipeline = load_pipeline(files, self.device, dtype, logger)
         pose_model = Wholebody(paths[DETECTOR_FILE], paths[POSE_FILE], rules="musepose")
         self.animator = Animator(pipeline, pose_model, logger)
         self.outputs = media.Outputs()

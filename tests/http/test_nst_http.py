@@ -4,9 +4,11 @@ cancellation."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -18,12 +20,17 @@ pytestmark = [pytest.mark.http, pytest.mark.xdist_group("http-nst")]
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
+def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("nst-http")
     content, style = folder / "content.png", folder / "style.png"
     Image.open(REPO_ROOT / "examples" / "content.jpg").resize((96, 64)).save(content)
     Image.open(REPO_ROOT / "examples" / "style.png").resize((64, 64)).save(style)
-    return {"image": data_uri(content), "style_image": data_uri(style)}
+    return {"image": content, "style_image": style}
+
+
+@pytest.fixture(scope="module")
+def images(files):
+    return {name: data_uri(path) for name, path in files.items()}
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +52,24 @@ def printed_by_predictions(server_log: str) -> str:
     return "\n".join(messages)
 
 
-def test_sync_prediction_streams_previews_then_the_final_image(server, images):
-    prediction = server.predict({**images, "max_side": 64, "iterations": 6, "preview_every": 2, "seed": 1})
+def test_sync_prediction_streams_previews_then_the_final_image(server, images, files, tiny_predictor):
+    inputs = {"max_side": 64, "iterations": 6, "preview_every": 2, "seed": 1}
+    prediction = server.predict({**images, **inputs})
     assert prediction["status"] == "succeeded", prediction.get("error")
-    files = output_bytes(prediction)
-    assert len(files) == 3  # previews at iterations 2 and 4, then the final image
-    names = [value.rsplit("/", 1)[-1] for value in prediction["output"] if not value.startswith("data:")]
-    if names:
-        assert [name.split("-")[0] for name in names] == ["preview", "preview", "output"]
-    final = Image.open(io.BytesIO(files[-1]))
+    served = output_bytes(prediction)
+    assert len(served) == 3  # previews at iterations 2 and 4, then the final image
+    # Outputs come back as data: URIs, without their file names; the same prediction run in this process
+    # names them, and its images are the served ones in the same order (CPU runs are deterministic).
+    with tiny_predictor("predictors.nst.predict", ["vgg19"]) as predictor:
+        parameters = inspect.signature(predictor.predict).parameters.items()
+        defaults = {name: parameter.default.default for name, parameter in parameters}
+        local = list(predictor.predict(**{**defaults, **files, **inputs}))
+        assert [path.name.split("-")[0] for path in local] == ["preview", "preview", "output"]
+        assert [path.name.split("-")[1] for path in local[:2]] == ["00002", "00004"]
+        for path, data in zip(local, served, strict=True):
+            same = np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(io.BytesIO(data))))
+            assert same, path.name
+    final = Image.open(io.BytesIO(served[-1]))
     assert (final.format, final.size) == ("PNG", (64, 48))
     assert iterations_logged(prediction["logs"])[-1] == 6
     assert "Using seed 1" in prediction["logs"]

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from predictors.common.dwpose import Pose
@@ -56,7 +57,7 @@ FAST = {
 
 
 def write_video(
-    path: Path, frames: list[np.ndarray], fps: int = VIDEO_FPS, audio_seconds: float = 0.0
+    path: Path, frames: list[np.ndarray], fps: int | Fraction = VIDEO_FPS, audio_seconds: float = 0.0
 ) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -162,6 +163,16 @@ def test_end_to_end_with_every_output(predictor, inputs, capsys):
     plain = run(predictor, inputs["ref"], inputs["dance"], keep_audio=False)
     assert not any(path.exists() for path in files.values())
     assert plain.video.exists() and plain.pose_video is plain.pose_preview is plain.comparison is None
+
+
+def test_an_ntsc_video_with_sound_keeps_its_exact_rate(predictor, inputs, tmp_path):
+    """29.97 fps with skip 1 is 14.985 fps exactly; upstream's floor (14) would let the sound drift."""
+    dance = write_video(tmp_path / "ntsc.mp4", grey_frames(), fps=Fraction(30000, 1001), audio_seconds=1.0)
+    output = run(predictor, inputs["ref"], dance, max_frames=4, save_aligned_pose=True, save_comparison=True)
+    for path in (output.video, output.pose_video, output.comparison):
+        frames, facts = read_video(path)
+        assert facts["fps"] == Fraction(15000, 1001) and len(frames) == 2, path.name
+    assert read_video(output.video)[1]["audio"] and read_video(output.comparison)[1]["audio"]
 
 
 def test_the_reference_aspect_is_kept_and_square_mode_squares(predictor, inputs, capsys):
@@ -314,6 +325,32 @@ def test_cancel_lands_within_one_unet_call(predictor, inputs):
         hook.remove()
     assert calls == [1]
     assert predictor.animator.pipeline.bank.features == {}  # the reference features were released
+    assert run(predictor, inputs["ref"], inputs["dance"], max_frames=2).video.exists()
+
+
+def test_out_of_memory_in_the_unet_is_one_sentence_and_the_next_run_works(predictor, inputs, monkeypatch):
+    """The GPU recovery path on the CPU: an allocation in the UNet fails as CUDA's allocator fails."""
+    from predictors.common.errors import ResourceError
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+
+    def allocate(module, args):
+        torch.empty(1 << 16)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    unet = predictor.animator.pipeline.models.denoising_unet
+    hook = unet.mid_block.resnets[0].register_forward_pre_hook(allocate)
+    try:
+        with pytest.raises(ResourceError) as caught:
+            run(predictor, inputs["ref"], inputs["dance"], max_frames=2)
+    finally:
+        hook.remove()
+    assert str(caught.value) == (
+        "The GPU ran out of memory. Lower the resolution, the window (for example 24) or max_frames, and try "
+        "again."
+    )
+    assert emptied == [True] and predictor.animator.pipeline.bank.features == {}
     assert run(predictor, inputs["ref"], inputs["dance"], max_frames=2).video.exists()
 
 

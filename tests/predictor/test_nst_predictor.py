@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 
 import pytest
+import torch
 from PIL import Image
 
-from predictors.common.errors import InputError
+from predictors.common.errors import InputError, ResourceError
+from predictors.nst.stylize import Settings
 from tests.conftest import REPO_ROOT
 
 CONTENT = REPO_ROOT / "examples" / "content.jpg"
@@ -133,6 +136,94 @@ def test_every_option_gives_an_image(predictor, option):
     if "output_format" not in option:
         changed = digest(outputs[-1])
         assert changed != final_digest(predictor)
+
+
+class Stop(Exception):
+    """Ends a prediction once the stylisation call has been seen."""
+
+
+@pytest.fixture
+def seen_calls(monkeypatch):
+    """The arguments of every call of predict.py's ``iterate``; the call raises Stop instead of running."""
+    calls = []
+
+    def record(vgg, content, styles, settings, **options):
+        calls.append({"vgg": vgg, "settings": settings, "styles": styles, **options})
+        raise Stop
+
+    monkeypatch.setattr("predictors.nst.predict.iterate", record)
+    return calls
+
+
+def test_inputs_reach_the_optimisation_by_value(predictor, seen_calls):
+    with pytest.raises(Stop):
+        run(
+            predictor,
+            style_image_2=STYLE,
+            style_weights="1,3",
+            style_strength=0.5,
+            content_weight=3.0,
+            tv_weight=7.0,
+            iterations=9,
+            optimizer="adam",
+            init="noise",
+            color_preservation="histogram",
+            style_scale=0.5,
+            pooling="avg",
+            padding="reflect",
+            seed=5,
+            preview_every=3,
+        )
+    (call,) = seen_calls
+    assert call["settings"] == Settings(
+        content_weight=3.0,
+        style_weight=5.0,  # 10 x style_strength
+        tv_weight=7.0,
+        iterations=9,
+        optimizer="adam",
+        init="noise",
+        colour="histogram",
+        style_scale=0.5,
+        seed=5,
+        preview_every=3,
+    )
+    assert call["blend"] == [1.0, 3.0] and len(call["styles"]) == 2
+    vgg = call["vgg"]
+    assert vgg.pooling == "avg"
+    assert {conv.padding_mode for conv in vgg.body if isinstance(conv, torch.nn.Conv2d)} == {"reflect"}
+
+
+@pytest.mark.parametrize(("quality", "iterations"), [("draft", 100), ("standard", 300), ("high", 600)])
+def test_quality_presets_set_the_coarse_iterations(predictor, seen_calls, quality, iterations):
+    with pytest.raises(Stop):
+        run(predictor, quality=quality, iterations=None)
+    assert seen_calls[0]["settings"].iterations == iterations
+    assert seen_calls[0]["settings"].style_weight == 10.0
+
+
+def test_out_of_memory_in_the_optimisation_is_one_sentence_and_the_next_run_works(predictor, monkeypatch):
+    """The GPU recovery path on the CPU: an allocation inside the VGG pass fails as CUDA's allocator fails."""
+    held: list[weakref.ref] = []
+    released_before_emptying: list[bool] = []
+    monkeypatch.setattr(
+        torch.cuda, "empty_cache", lambda: released_before_emptying.append(all(r() is None for r in held))
+    )
+
+    def allocate(module, args):
+        activations = torch.empty(1 << 16)
+        held.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    hook = predictor.vgg("max", "zeros").body[0].register_forward_pre_hook(allocate)
+    try:
+        with pytest.raises(ResourceError) as caught:
+            run(predictor)
+    finally:
+        hook.remove()
+    assert str(caught.value) == "The GPU ran out of memory. Lower max_side, or use fewer style images."
+    assert caught.value.__cause__ is None and released_before_emptying == [True]
+    (output,) = run(predictor)
+    assert Image.open(output).size == (48, 48)
 
 
 def test_landscape_keeps_its_aspect(predictor, tmp_path):

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from predictors.common import runtime
+from predictors.sd_style.blocks import adapter_scale
 from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges, planned_steps
 from tests.replicate_progress import progress_lines
 
@@ -30,12 +31,24 @@ def root(tiny_weights):
     return tiny_weights(["sd15", "sdxl"])
 
 
+class LoadedPipelines(dict):
+    """The families' pipelines, each loaded on first use (a run of the SD1.5 tests alone never loads SDXL)."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> StylePipeline:
+        loaded = StylePipeline.load(
+            FAMILIES[name], self.root, device=torch.device("cpu"), dtype=torch.float32
+        )
+        self[name] = loaded
+        return loaded
+
+
 @pytest.fixture(scope="module")
 def pipelines(root):
-    return {
-        name: StylePipeline.load(FAMILIES[name], root, device=torch.device("cpu"), dtype=torch.float32)
-        for name in FAMILY_NAMES
-    }
+    return LoadedPipelines(root)
 
 
 def _content() -> Image.Image:
@@ -74,14 +87,15 @@ EXPECTED_MAPS = {
 }
 
 
-def _stock(sp: StylePipeline, job: Job):
-    """diffusers' own pipeline class, built from the same modules and called directly."""
+def _stock(sp: StylePipeline, job: Job, scheduler=None):
+    """diffusers' own pipeline class, built from the same modules and called directly (DPM++ 2M Karras unless
+    another ``scheduler`` is given)."""
     from diffusers import DPMSolverMultistepScheduler
 
     ours = sp.img2img if job.denoise < 1.0 else sp.txt2img
     stock = type(ours)(**ours.components)
     stock.set_progress_bar_config(disable=True)
-    stock.scheduler = DPMSolverMultistepScheduler.from_config(
+    stock.scheduler = scheduler or DPMSolverMultistepScheduler.from_config(
         ours.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
     )
     stock.set_ip_adapter_scale(EXPECTED_MAPS[(sp.family.name, job.style_mode)])
@@ -200,12 +214,20 @@ def test_block_map_sets_exactly_the_intended_layers(pipelines, family, mode):
     assert all(scales[name] == pytest.approx(0.8) for name in active)
 
 
-def test_sdxl_style_map_switches_the_adapter_off_on_sd15(pipelines):
-    """The trap the family-specific maps avoid: SD1.5's up_blocks.0 has no attention."""
-    unet = pipelines["sd15"].txt2img
-    unet.set_ip_adapter_scale({"up": {"block_0": [0.0, 1.0, 0.0]}})
-    scales = [p.scale[0] for p in unet.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
-    assert scales and all(scale == 0.0 for scale in scales)
+@pytest.mark.parametrize("mode", ["style", "style_and_layout"])
+def test_each_family_gets_its_own_map(pipelines, mode):
+    """The trap the family-specific maps avoid: SD1.5's up_blocks.0 has no attention, so the SDXL map applied
+    to SD1.5 switches the adapter off without an error; the SD1.5 map is what the pipeline applies there."""
+    sp = pipelines["sd15"]
+    assert adapter_scale("sdxl", mode, 0.8) != adapter_scale("sd15", mode, 0.8)
+    sp.txt2img.set_ip_adapter_scale(adapter_scale("sdxl", mode, 0.8))
+    unet = sp.txt2img.unet
+    wrong = [p.scale[0] for p in unet.attn_processors.values() if hasattr(p, "to_k_ip")]
+    assert mode == "style_and_layout" or (wrong and not any(wrong))
+    active = {name for name, scale in _scales(sp, "sd15", mode).items() if scale}
+    assert active == {
+        name for name in _scales(sp, "sd15", mode) if name.startswith(EXPECTED_LAYERS[("sd15", mode)])
+    }
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -240,6 +262,49 @@ def test_embedding_cache_skips_the_image_encoder(pipelines):
         assert len(calls) == 2
     finally:
         hook.remove()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_denoise_strength_sets_the_number_of_steps_run(pipelines, family):
+    """diffusers' img2img runs int(steps * strength) of the steps (its default strength is 0.8); the detail
+    pass runs int(steps * 0.35) more."""
+    sp = pipelines[family]
+    seen = []
+
+    def record(*event):
+        seen.append(event)
+
+    for denoise, main in ((1.0, 10), (0.5, 5), (0.3, 3), (0.96, 9)):
+        seen.clear()
+        sp.run(_job(num_inference_steps=10, denoise=denoise), on_step=record)
+        assert seen == [("main", step, main) for step in range(1, main + 1)], denoise
+    seen.clear()
+    sp.run(_job(num_inference_steps=10, detail_pass=True), on_step=record)
+    assert seen == [("main", step, 10) for step in range(1, 11)] + [("detail", step, 3) for step in (1, 2, 3)]
+
+
+# diffusers' classes written out, independently of make_scheduler.
+STOCK_SCHEDULERS = {
+    "Euler a": "EulerAncestralDiscreteScheduler",
+    "UniPC": "UniPCMultistepScheduler",
+    "DDIM": "DDIMScheduler",
+}
+
+
+@pytest.mark.parametrize("scheduler", list(STOCK_SCHEDULERS))
+def test_other_schedulers_equal_stock_diffusers(root, pipelines, scheduler):
+    """Each scheduler as a diffusers user builds it: the class, from the base model's own scheduler config."""
+    import diffusers
+
+    sp = pipelines["sd15"]
+    job = _job(scheduler=scheduler, num_inference_steps=3)
+    ours = sp.run(job, output_type="np")
+    assert type(sp.txt2img.scheduler).__name__ == STOCK_SCHEDULERS[scheduler]
+    scheduler_class = getattr(diffusers, STOCK_SCHEDULERS[scheduler])
+    stock = _stock(
+        sp, job, scheduler_class.from_pretrained(root / FAMILIES["sd15"].base, subfolder="scheduler")
+    )
+    assert np.abs(ours - stock).max() <= 1e-5
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -308,7 +373,7 @@ def test_one_progress_bar_counts_the_steps_of_every_pass(
 
 
 def test_components_are_shared_between_passes(pipelines):
-    for sp in pipelines.values():
+    for sp in (pipelines[name] for name in FAMILY_NAMES):
         for name in ("unet", "vae", "text_encoder", "image_encoder", "controlnet"):
             assert getattr(sp.img2img, name) is getattr(sp.txt2img, name)
 

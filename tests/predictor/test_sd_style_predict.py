@@ -160,6 +160,62 @@ def test_every_input_changes_the_result(sd15, files, inputs):
     assert other.shape == base.shape and not np.array_equal(other, base)
 
 
+class Stop(Exception):
+    """Ends a prediction once the job has been seen."""
+
+
+def test_inputs_reach_the_job_by_value(sd15, files, monkeypatch):
+    jobs = []
+
+    def record(job, **options):
+        jobs.append(job)
+        raise Stop
+
+    monkeypatch.setattr(sd15.pipeline, "run", record)
+    with pytest.raises(Stop):
+        predict(
+            sd15,
+            files,
+            style_image_2=files["style2"],
+            style_weights="1,2",
+            prompt="a watercolor",
+            negative_prompt="dull",
+            style_strength=0.6,
+            structure_strength=0.4,
+            style_mode="style_and_layout",
+            denoise_strength=0.7,
+            canny_low=30,
+            canny_high=90,
+            num_inference_steps=7,
+            guidance_scale=4.5,
+            scheduler="UniPC",
+            num_outputs=3,
+            seed=13,
+            max_side=256,
+            detail_pass=True,
+        )
+    (job,) = jobs
+    assert job.content.size == (256, 192) and len(job.style_images) == 2
+    settings = {name: value for name, value in vars(job).items() if name not in ("content", "style_images")}
+    assert settings == {
+        "style_weights": [1.0, 2.0],
+        "prompt": "a watercolor",
+        "negative_prompt": "dull",
+        "style_strength": 0.6,
+        "structure_strength": 0.4,
+        "style_mode": "style_and_layout",
+        "denoise": 0.7,
+        "canny_low": 30,
+        "canny_high": 90,
+        "num_inference_steps": 7,
+        "guidance_scale": 4.5,
+        "scheduler": "UniPC",
+        "num_outputs": 3,
+        "seed": 13,
+        "detail_pass": True,
+    }
+
+
 def test_extra_style_with_zero_weight_changes_nothing(sd15, files):
     single = _pixels(predict(sd15, files, max_side=256, output_format="png", seed=5)[0])
     weighted = predict(

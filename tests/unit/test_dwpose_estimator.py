@@ -63,8 +63,10 @@ def test_flip_indices_are_an_involution_swapping_sides():
 
 
 class MirrorSession:
-    """A pose 'network' that sees which way the crop faces: on the original crop the left eye (1) peaks at
-    x bin 100; on the mirrored crop the right eye (2) peaks at the mirrored bin 475."""
+    """A pose 'network' that sees which way the crop faces (the bright half of the test image is on the left
+    of the original crop). On the original crop the left eye (1) peaks at x bin 100 with 0.9 and the left
+    shoulder (5) is not seen. On the mirrored crop it reports the right eye (2) at bin 470 with 0.6 and the
+    right shoulder (6) at bin 200 with 0.8. Every point peaks at y bin 300 with 0.9."""
 
     def get_inputs(self):
         return [type("Input", (), {"name": "input", "shape": ["batch", 3, 384, 288]})()]
@@ -75,21 +77,31 @@ class MirrorSession:
         simcc_y = np.zeros((len(crops), 133, 768), np.float32)
         simcc_y[:, :, 300] = 0.9
         for i, crop in enumerate(crops):
-            mirrored = crop[0, 192, 100] < crop[0, 192, -100]
-            simcc_x[i, 2 if mirrored else 1, 475 if mirrored else 100] = 0.9
+            if crop[0, 192, 100] < crop[0, 192, -100]:  # mirrored
+                simcc_x[i, 2, 470] = 0.6
+                simcc_x[i, 6, 200] = 0.8
+            else:
+                simcc_x[i, 1, 100] = 0.9
         return [simcc_x, simcc_y]
 
 
-def test_flip_test_swaps_sides_and_reverses_x():
+def test_flip_test_averages_with_the_mirrored_pass_swapping_sides_and_reversing_x():
     image = np.zeros((384, 288, 3), np.uint8)
-    image[:, :144] = 255  # bright left half: tells the mirrored crop apart
+    image[:, :144] = 255
+    box = np.array([[0, 0, 288, 384]])
     estimator = PoseEstimator(MirrorSession())
-    [(plain, plain_scores)] = estimator.estimate([(image, np.array([[0, 0, 288, 384]]))], flip=False)
-    [(flipped, flipped_scores)] = estimator.estimate([(image, np.array([[0, 0, 288, 384]]))], flip=True)
-    # Both passes agree on the left eye at bin 100 (mirrored bin 475 -> 575 - 475 = 100): full score.
-    assert flipped_scores[0, 1] == pytest.approx(0.9)
+    [(plain, plain_scores)] = estimator.estimate([(image, box)], flip=False)
+    [(flipped, flipped_scores)] = estimator.estimate([(image, box)], flip=True)
+    # Without the flip test only the original pass counts.
+    assert plain_scores[0, 1] == pytest.approx(0.9) and plain_scores[0, 5] == 0
+    # With it, each bin is the mean of both passes, the mirrored one with sides swapped and x reversed: the
+    # left eye keeps bin 100 at half its score (the mirrored pass put its 0.6 at bin 575 - 470 = 105), and
+    # the left shoulder appears at bin 575 - 200 = 375 with half of 0.8. Nothing lands on the right side.
+    assert flipped_scores[0, 1] == pytest.approx(0.45) and flipped_scores[0, 5] == pytest.approx(0.4)
+    assert flipped_scores[0, 2] == flipped_scores[0, 6] == 0
     assert flipped[0, 1, 0] == pytest.approx(plain[0, 1, 0])
-    assert plain_scores[0, 2] == 0 and flipped_scores[0, 2] == 0
+    crop = make_crop(image, box[0], (288, 384))
+    np.testing.assert_allclose(flipped[0, 5], to_image(np.array([[375.0, 300.0]]), crop, (288, 384))[0])
     x, y = flip_simcc(np.arange(2 * 133 * 576).reshape(2, 133, 576), np.zeros((2, 133, 768)))
     assert x[0, 1, 0] == 2 * 576 + 575 and x.shape == (2, 133, 576) and y.shape == (2, 133, 768)
 
@@ -136,9 +148,18 @@ def test_wholebody_batch_equals_one_by_one(models, rules):
         single = model(image)
         np.testing.assert_array_equal(single.keypoints, result.keypoints)
         np.testing.assert_allclose(single.detections.boxes, result.detections.boxes)
-    assert model.flip_test is (rules == "musepose")
     pose = batched[0].pose(first_person_only=True)
     assert pose.subset.shape == (1, 18) and pose.hands.shape == (2, 21, 2)
+
+
+@pytest.mark.parametrize(("rules", "crops_per_box"), [("musepose", 2), ("controlnet", 1)])
+def test_only_musepose_rules_run_the_mirrored_crops(models, rules, crops_per_box):
+    model = Wholebody(models / "det.onnx", models / "dynamic.onnx", rules=rules)
+    model.estimator.session = CountingSession(models / "dynamic.onnx")
+    image = np.random.default_rng(1).integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    (result,) = model.batch([image])
+    boxes = max(1, len(result.detections.boxes))  # the whole image stands in when nobody is found
+    assert model.estimator.session.batches == [crops_per_box * boxes]
 
 
 def test_fixed_batch_larger_than_one_is_padded(models, tmp_path):

@@ -23,6 +23,11 @@ REFERENCE_REPOS = {
     "ip_adapter_h94": ("h94/IP-Adapter",),
 }
 HF_FILE = re.compile(r"https://huggingface\.co/([^/]+/[^/]+)/resolve/[^/]+/(.+)")
+DEV_PINS = dict(
+    line.split("==", 1)
+    for line in (MANIFEST.parent / "requirements" / "dev.txt").read_text().splitlines()
+    if "==" in line and not line.lstrip().startswith("#")
+)
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +137,9 @@ def test_package_entries_match_the_installed_wheel_files(manifest):
         wheel = entry["url"].rsplit("/", 1)[-1]
         assert wheel.startswith(f"{package['name'].replace('-', '_')}-{package['version']}-"), name
         assert wheel.endswith(".whl"), name
-        try:
-            distribution = importlib.metadata.distribution(package["name"])
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        if distribution.version == package["version"]:
-            data = Path(distribution.locate_file(package["path"])).read_bytes()
-            assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["size"]), name
+        # requirements/dev.txt pins the wheel the tests read: the manifest's, or nothing would be compared.
+        assert DEV_PINS.get(package["name"]) == package["version"], (name, DEV_PINS.get(package["name"]))
+        distribution = importlib.metadata.distribution(package["name"])
+        assert distribution.version == package["version"], f"{name}: install requirements/dev.txt"
+        data = Path(distribution.locate_file(package["path"])).read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["size"]), name

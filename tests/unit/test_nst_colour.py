@@ -39,6 +39,34 @@ CONTENT_MEAN, CONTENT_COV = (
 STYLE_MEAN, STYLE_COV = [0.2, 0.3, 0.7], [[0.004, -0.001, 0.0], [-0.001, 0.012, 0.003], [0.0, 0.003, 0.009]]
 
 
+# The NTSC YIQ transform as published (FCC, 1953; the rounding of e.g. Poynton's "Digital Video and HD"):
+# rows Y, I, Q; columns R, G, B.
+PUBLISHED_YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.5959, -0.2746, -0.3213),
+    (0.2115, -0.5227, 0.3112),
+)
+
+
+def test_yiq_is_the_published_ntsc_matrix():
+    # The image of a pure primary is that primary's column of the matrix.
+    primaries = torch.eye(3).view(3, 3, 1, 1)
+    columns = torch.cat([rgb_to_yiq(primaries[i : i + 1]) for i in range(3)], dim=0).view(3, 3)
+    matrix = columns.T
+    published = torch.tensor(PUBLISHED_YIQ)
+    # Y is defined exactly; I and Q are published to four decimals.
+    assert torch.allclose(matrix[0], published[0], atol=1e-6)
+    assert torch.allclose(matrix[1:], published[1:], atol=5e-4)
+    image = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    expected = torch.einsum("ij,njhw->nihw", published, image)
+    assert torch.allclose(rgb_to_yiq(image), expected, atol=5e-4)
+    assert torch.allclose(luminance(image), expected[:, :1], atol=1e-6)
+    # yiq_to_rgb inverts it: the published inverse's first column is 1 (Y carries the grey level).
+    assert torch.allclose(
+        yiq_to_rgb(torch.tensor([0.5, 0.0, 0.0]).view(1, 3, 1, 1)).flatten(), torch.full((3,), 0.5)
+    )
+
+
 def test_yiq_round_trip():
     image = torch.rand(1, 3, 8, 8)
     assert torch.allclose(yiq_to_rgb(rgb_to_yiq(image)), image, atol=1e-5)

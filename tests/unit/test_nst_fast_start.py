@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -58,10 +60,37 @@ def test_size_and_extreme_aspect(fast, style):
     assert fast.stylize(strip, [style], size=(200, 10)).size == (200, 10)
 
 
-def test_style_vector_shape(fast, style):
-    assert fast.style_vector(style).shape == (1, 1, 1, 100)
+def _predict_network(fast, square: Image.Image) -> np.ndarray:
+    """The style network run directly on a 256x256 RGB image in 0..1, NHWC."""
+    pixels = np.asarray(square.resize((256, 256), Image.LANCZOS), dtype=np.float32)[None] / 255
+    return fast.predict.run(None, {fast.predict.get_inputs()[0].name: pixels})[0]
+
+
+def test_style_vector_is_the_style_network_on_the_centre_square(fast, style):
+    wide = style.resize((300, 200))
+    vector = fast.style_vector(wide)
+    assert vector.shape == (1, 1, 1, 100) and vector.dtype == np.float32
+    expected = _predict_network(fast, wide.crop((50, 0, 250, 200)))
+    np.testing.assert_allclose(vector, expected, rtol=1e-5, atol=1e-6)
+    # Any other square gives another vector, so the comparison above pins the crop.
+    assert np.abs(_predict_network(fast, wide.crop((0, 0, 200, 200))) - expected).max() > 1e-3
     with pytest.raises(ValueError, match="one non-negative weight per style"):
         fast.stylize(style, [style], [1, 1])
+
+
+def test_blended_vector_is_the_normalised_weighted_mean(fast, content, style, monkeypatch):
+    red = Image.new("RGB", (64, 64), (200, 40, 30))
+    vectors = []
+    real_run = fast.transform.run
+
+    def record(outputs, feeds):
+        vectors.append(feeds[fast._vector_input])
+        return real_run(outputs, feeds)
+
+    monkeypatch.setattr(fast, "transform", SimpleNamespace(run=record))
+    fast.stylize(content, [style, red], [1, 3])
+    expected = 0.25 * fast.style_vector(style) + 0.75 * fast.style_vector(red)
+    np.testing.assert_allclose(vectors[0], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_colour_preservation_modes(fast, content, style):

@@ -83,6 +83,80 @@ def test_scales_are_reference_over_video_bone_lengths(clean):
     np.testing.assert_allclose(result.poses[0].candidate[1], reference.candidate[1], atol=1e-12)
 
 
+# A distinct length ratio for every bone, so that measuring a scale on the wrong bone changes its value.
+BONE_RATIOS = {
+    "scale_neck": 1.3,
+    "scale_face": 0.8,
+    "scale_shoulder": 1.15,
+    "scale_arm_upper": 0.9,
+    "scale_arm_lower": 1.25,
+    "scale_body_len": 1.05,
+    "scale_leg_upper": 0.85,
+    "scale_leg_lower": 1.2,
+    "scale_hand": 0.7,
+}
+# (parent, child, scale): the skeleton re-chained outward from the neck; children move with their parent.
+CHAIN = (
+    (1, 0, "scale_neck"),
+    (1, 2, "scale_shoulder"),
+    (1, 5, "scale_shoulder"),
+    (2, 3, "scale_arm_upper"),
+    (5, 6, "scale_arm_upper"),
+    (3, 4, "scale_arm_lower"),
+    (6, 7, "scale_arm_lower"),
+    (1, 8, "scale_body_len"),
+    (1, 11, "scale_body_len"),
+    (8, 9, "scale_leg_upper"),
+    (11, 12, "scale_leg_upper"),
+    (9, 10, "scale_leg_lower"),
+    (12, 13, "scale_leg_lower"),
+)
+
+
+def proportioned_person(size, centre_x, top, image):
+    """``person`` with every bone of the template stretched by its own factor in BONE_RATIOS."""
+    template = TEMPLATE * size
+    body = template.copy()
+    for parent, child, name in CHAIN:
+        body[child] = body[parent] + BONE_RATIOS[name] * (template[child] - template[parent])
+    # Eyes and ears hang from the nose; the face scale stretches them about it.
+    body[14:18] = body[0] + BONE_RATIOS["scale_face"] * (template[14:18] - template[0])
+    body += [centre_x, top]
+    fingers = FINGERS * size * BONE_RATIOS["scale_hand"]
+    hands = np.stack([body[7] + fingers, body[4] + fingers])
+    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    face = body[0] + np.stack([np.cos(angles), np.sin(angles)], axis=1) * 0.03 * size
+    scale = np.array(image, dtype=float)
+    return body / scale, hands / scale, face / scale
+
+
+def test_each_scale_is_measured_on_its_own_bone():
+    reference = make_pose(proportioned_person(400, 192, 60, REF))
+    frames = [make_pose(person(250, 320, 40, VIDEO))]
+    result = _align(reference, frames, parity=False)
+    size = (400 / 512) / (250 / 360)  # the overall size ratio, in height-normalised units
+    expected = {name: ratio * size for name, ratio in BONE_RATIOS.items()}
+    # The hand scale averages the finger ratios with both arm scales: (hand + upper + lower) / 3.
+    expected["scale_hand"] = (
+        (BONE_RATIOS["scale_hand"] + BONE_RATIOS["scale_arm_upper"] + BONE_RATIOS["scale_arm_lower"])
+        / 3
+        * size
+    )
+    for name in SCALE_NAMES:
+        assert result.scales[name] == pytest.approx(expected[name], rel=1e-9), name
+    assert _align(reference, frames, parity=True).scales == result.scales
+
+    # The aligned frame then has the reference's bones: lengths in reference height units.
+    aligned, target = result.poses[0].candidate.copy(), reference.candidate.copy()
+    for points in (aligned, target):
+        points[:, 0] *= REF[0] / REF[1]
+    for parent, child, _ in (*CHAIN, (16, 17, "scale_face")):
+        assert np.linalg.norm(aligned[child] - aligned[parent]) == pytest.approx(
+            np.linalg.norm(target[child] - target[parent]), rel=1e-6
+        ), (parent, child)
+    np.testing.assert_allclose(aligned[1], target[1], atol=1e-12)
+
+
 def test_zero_length_bone_gets_a_finite_scale(clean):
     reference, frames = clean
     frames[0].candidate[17] = frames[0].candidate[16]  # ears on one spot: the face bone has length 0

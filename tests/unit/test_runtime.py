@@ -147,6 +147,9 @@ def test_given_seed_is_kept_and_logged(caplog):
     with caplog.at_level(logging.INFO, logger="predictors"):
         assert resolve_seed(42, get_logger("seeds")) == 42
     assert "Using seed 42" in caplog.text
+    # Both ends of numpy's range are valid seeds.
+    assert resolve_seed(0, get_logger("seeds")) == 0
+    assert resolve_seed(2**32 - 1, get_logger("seeds")) == 2**32 - 1
 
 
 @pytest.mark.parametrize("bad", [-1, 2**32, True, 1.5])

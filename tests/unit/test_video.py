@@ -193,11 +193,61 @@ def test_writer_encodes_h264_yuv420p_with_even_size(tmp_path):
     assert levels(out) == list(range(10))
 
 
+class Interrupted(BaseException):
+    """Stands for a cancellation (Cog raises a BaseException subclass in the predict thread)."""
+
+
 def test_writer_rejects_a_changed_size_and_cleans_up(tmp_path):
     out = tmp_path / "out.mp4"
     with pytest.raises(ValueError, match="differs"), VideoWriter(out, 24) as writer:
-        writer.write(np.zeros((48, 64, 3), np.uint8))
+        for i in range(90):
+            writer.write(np.full((48, 64, 3), level(i), np.uint8))
+        assert out.stat().st_size > 0  # past x264's look-ahead: the muxer has been writing to disk
         writer.write(np.zeros((50, 64, 3), np.uint8))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("frames", [0, 1, 30], ids=["before-the-first-frame", "after-one", "after-thirty"])
+@pytest.mark.parametrize("error", [RuntimeError, Interrupted])
+def test_an_error_in_the_with_block_leaves_no_file(tmp_path, frames, error):
+    source = make_clip(tmp_path / "src.mp4", frames=48, audio_seconds=2.0)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(error), VideoWriter(out, 24, audio_source=source) as writer:
+        for frame in read_frames(source, max_frames=frames):
+            writer.write(frame.image)
+        # With 30 frames the muxer has written video and audio packets to disk already.
+        assert out.exists() == (frames == 30)
+        raise error("stop")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_a_failure_while_finishing_leaves_no_file(tmp_path, monkeypatch):
+    source = make_clip(tmp_path / "src.mp4", frames=24, audio_seconds=1.0)
+    out = tmp_path / "out.mp4"
+    real_pump = VideoWriter._pump_audio
+
+    def pump(self, until, *, final=False):
+        if final:
+            raise OSError("disk full")
+        real_pump(self, until, final=final)
+
+    monkeypatch.setattr(VideoWriter, "_pump_audio", pump)
+    with pytest.raises(OSError, match="disk full"), VideoWriter(out, 24, audio_source=source) as writer:
+        for frame in read_frames(source):
+            writer.write(frame.image)
+    assert not out.exists()
+    monkeypatch.setattr(VideoWriter, "_pump_audio", real_pump)
+    with VideoWriter(out, 24, audio_source=source) as writer:
+        for frame in read_frames(source):
+            writer.write(frame.image)
+    assert probe(out).frame_count == 24
+
+
+def test_closing_without_frames_is_an_error_and_leaves_no_file(tmp_path):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(ValueError, match="no frames"), VideoWriter(out, 24):
+        pass
     assert not out.exists()
 
 

@@ -493,6 +493,71 @@ def test_conversions_run_once_and_their_outputs_are_returned(server, root, tmp_p
     assert server.gets("src.bin") == [None, None] and len(calls.read_text().splitlines()) == 1
 
 
+def convert_with_fault(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    """double_and_reverse, failing at the stage named by $CONVERSION_FAULT (if any)."""
+    fault = os.environ.get("CONVERSION_FAULT", "")
+    if fault == "before-writing":
+        raise RuntimeError("the converter crashed at once")
+    data = inputs["src"].read_bytes()
+    outputs["twice"].write_bytes(data * 2)
+    if fault == "after-one-output":
+        raise RuntimeError("the converter crashed half-way")
+    if fault != "missing-output":
+        outputs["reversed"].write_bytes(data[::-1])
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("before-writing", "crashed at once"),
+        ("after-one-output", "crashed half-way"),
+        ("missing-output", "did not write reversed"),
+        ("commit", "rename failed"),
+        ("stamp", "stamp failed"),
+    ],
+)
+def test_a_failed_conversion_leaves_no_temporary_files(server, root, tmp_path, monkeypatch, fault, error):
+    server.files["src.bin"] = PAYLOAD
+    conversion = {
+        "function": f"{__name__}:convert_with_fault",
+        "inputs": ["src"],
+        "outputs": {
+            "twice": {"dest": "compact/twice.safetensors", "license": "MIT"},
+            "reversed": {"dest": "compact/reversed.safetensors", "license": "MIT"},
+        },
+        "needed_by": ["musepose"],
+    }
+    files = {"src": entry(server.url("src.bin"), "raw/src.bin", PAYLOAD, needed_by=["musepose"])}
+    use_manifest(tmp_path, monkeypatch, files, {"compact": conversion})
+    monkeypatch.setenv("CONVERSION_FAULT", fault)
+    real_commit, real_stamp = download.commit, weights._write_stamp
+
+    def commit(part, dest):
+        if os.environ["CONVERSION_FAULT"] == "commit" and dest.name == "reversed.safetensors":
+            raise OSError("rename failed")
+        real_commit(part, dest)
+
+    def write_stamp(path, digest):
+        if os.environ["CONVERSION_FAULT"] == "stamp" and path.parent.name == "compact":
+            raise OSError("stamp failed")
+        real_stamp(path, digest)
+
+    monkeypatch.setattr(download, "commit", commit)
+    monkeypatch.setattr(weights, "_write_stamp", write_stamp)
+
+    with pytest.raises((RuntimeError, OSError, WeightsError), match=error):
+        weights.ensure("musepose")
+    assert leftovers(root) == []
+    assert not (root / "compact/reversed.safetensors").exists()
+
+    # Once the fault is gone the conversion completes, and still leaves nothing behind.
+    monkeypatch.setenv("CONVERSION_FAULT", "")
+    paths = weights.ensure("musepose")
+    assert paths["compact/reversed.safetensors"].read_bytes() == PAYLOAD[::-1]
+    assert paths["compact/twice.safetensors"].read_bytes() == PAYLOAD * 2
+    assert leftovers(root) == []
+
+
 def test_package_entry_comes_from_the_installed_distribution(root, tmp_path, monkeypatch):
     real = json.loads((REPO_ROOT / "weights_manifest.json").read_text())["files"]
     packaged = {
