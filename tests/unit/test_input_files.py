@@ -26,17 +26,15 @@ def server():
         yield running
 
 
-def folders() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob(f"{input_files.FOLDER_PREFIX}*"))
-
-
 def test_a_download_lands_in_the_predictions_folder_and_leaves_with_it(server):
-    before = folders()
     with prediction_files(Limits(timeout_s=10, max_bytes=10_000)) as files:
         path = files.download(server.url("photo.png"), "photo.png", "input image")
         assert path.read_bytes() == BODY and path.suffix == ".png" and path.parent == files.folder
         assert input_files.is_prediction_file(path)
-    assert not path.exists() and folders() == before
+    assert not path.exists() and not files.folder.exists()
+    assert files.folder.name.startswith(input_files.FOLDER_PREFIX) and files.folder.parent == Path(
+        tempfile.gettempdir()
+    )
     assert not input_files.is_prediction_file(path)
 
 
