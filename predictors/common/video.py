@@ -33,6 +33,9 @@ __all__ = ["VideoFrame", "VideoInfo", "VideoWriter", "probe", "read_frames"]
 _AUDIO_RATE_FALLBACK = 44100
 # A frame larger than this (about 4K UHD x 2) is refused before the first one is decoded.
 MAX_FRAME_PIXELS = 16_000_000
+# FFmpeg opens only these demuxers (MP4/MOV, Matroska/WebM, AVI, GIF) and only local files: a playlist or
+# concat script posing as a video (HLS, ffconcat) could otherwise make it read other files or URLs.
+_OPEN_OPTIONS = {"format_whitelist": "mov,matroska,avi,gif", "protocol_whitelist": "file"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def _open(path: str | Path) -> av.container.InputContainer:
     if not path.is_file():
         raise InputError(f"The video file {path.name!r} does not exist.")
     try:
-        return av.open(str(path))
+        return av.open(str(path), options=_OPEN_OPTIONS)
     except av.FFmpegError as error:
         raise InputError(
             f"The video could not be opened: it is damaged, truncated or not a video format ({error}). "

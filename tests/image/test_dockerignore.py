@@ -118,6 +118,7 @@ def test_the_project_context_holds_the_predictors_and_no_local_state():
     assert sources <= kept
     assert {"weights_manifest.json", *cog_image.configs()} <= kept
     assert {path.relative_to(REPO_ROOT).as_posix() for path in cog_image.image_files()} <= kept
+    assert "deploy/probe.py" in kept  # deploy/k8s runs it inside the container as its probes and preStop
     tops = {path.split("/")[0] for path in kept}
     assert not tops & {"tests", "tools", "bench", "weights", ".cache", ".venv", ".git", "outputs"}
     assert not [path for path in kept if "__pycache__" in path.split("/") or path.endswith(".pyc")]

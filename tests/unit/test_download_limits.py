@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from predictors.common import download
@@ -44,3 +46,16 @@ def test_the_default_cap_for_unknown_sizes(monkeypatch):
     monkeypatch.delenv(download.MAX_GB_ENV, raising=False)
     assert download.byte_cap(None) == 40_000_000_000
     assert download.byte_cap(123) == 123
+
+
+def test_pget_never_fetches_a_file_of_unknown_size(server, tmp_path, monkeypatch):
+    # pget has no byte cap: with it on PATH, an unknown-size file still goes through the capped transfer.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pget").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "pget.log"}\nexit 1\n')
+    (bin_dir / "pget").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv(download.MAX_GB_ENV, "0.0001")
+    with pytest.raises(download.TransferError, match="more than the 100000 bytes allowed"):
+        download.fetch(server.url("endless"), tmp_path / "custom.bin", sha256=None, size=None)
+    assert not (tmp_path / "pget.log").exists()
