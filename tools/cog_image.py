@@ -18,8 +18,9 @@ What Cog puts in the image, and how it is reproduced here (Cog sources: replicat
   and the config's ``environment`` (standard_generator.go, ``cogEnvVars``). ``server`` starts
   ``tools.cog_server.CogServer`` that way, in the venv and from the context folder.
 
-Venvs are cached under ``.cache/image-venvs/<key>``, the key hashing everything that is installed; building
-one for a requirement file removes the older ones built for the same file.
+Venvs are cached under ``~/.cache/triptych/image-venvs/<key>`` (``TRIPTYCH_VENV_CACHE`` moves it), outside the
+checkout so that every clone on a machine reuses them: the key hashes everything that is installed, so a venv
+is never reused for other pins. Building one for a requirement file removes the older ones built for it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from tools import dockerignore
 from tools.cog_server import CogServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CACHE_DIR = Path(os.environ.get("TRIPTYCH_CACHE", REPO_ROOT / ".cache")) / "image-venvs"
+USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "triptych"
+CACHE_DIR = Path(os.environ.get("TRIPTYCH_VENV_CACHE", USER_CACHE)) / "image-venvs"
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+(?:\[[^\]]*\])?)==([^\s;#]+)$")
 # Packages Cog installs itself and strips from the requirement file (``filterManagedPackages``).
 COG_MANAGED = frozenset({"cog", "coglet"})

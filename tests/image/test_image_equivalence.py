@@ -6,7 +6,7 @@ real Cog server started from that copy by that venv with the config's ``predict`
 predicts on tiny weights with the inputs tools/smoke.py sends. A requirement that an image file lacks, or a
 module that the context lacks, fails at setup; both cases are shown below.
 
-The venvs (about 2 GB each, one per requirement file) are cached under .cache/image-venvs. Building one takes
+The venvs (about 2 GB each, one per requirement file) are cached under ~/.cache/triptych/image-venvs. Building one takes
 minutes, so the first run of this module is slow and later runs reuse them.
 """
 
@@ -56,6 +56,41 @@ def test_the_image_serves_a_prediction(config, tmp_path, tiny_weights):
             raise server.fail(f"{config}: prediction {prediction['status']}: {prediction.get('error')}")
         files = output_bytes(prediction)
     assert files and all(files), prediction["output"]
+
+
+ORT_CHECK = """
+import sys
+import numpy as np
+import onnxruntime as ort
+session = ort.InferenceSession(sys.argv[1], providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+outputs = session.run(None, {"input": np.zeros((1, 3, 384, 288), np.float32)})
+print(ort.__version__, session.get_providers(), [list(output.shape) for output in outputs])
+"""
+
+
+def first_config_of_each_file_with(distribution: str) -> list:
+    """One config per requirement file that pins ``distribution``."""
+    firsts: dict[Path, str] = {}
+    for config in cog_image.configs():
+        firsts.setdefault(cog_image.requirement_file(config), config)
+    return [
+        by_requirement_file(config) for path, config in firsts.items() if distribution in cog_image.pins(path)
+    ]
+
+
+@pytest.mark.parametrize("config", first_config_of_each_file_with("onnxruntime-gpu"))
+def test_onnxruntime_gpu_falls_back_to_the_cpu_provider_without_cuda(config, tiny_weights):
+    venv = cog_image.image_venv(config)
+    model = tiny_weights(["dwpose"]) / "dwpose" / "dw-ll_ucoco_384.onnx"
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", ORT_CHECK, str(model)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    version = cog_image.pins(cog_image.requirement_file(config))["onnxruntime-gpu"]
+    assert result.stdout.split()[0] == version
+    assert "['CPUExecutionProvider'] [[1, 133, 576], [1, 133, 768]]" in result.stdout
 
 
 @pytest.mark.xdist_group("image-nst")
