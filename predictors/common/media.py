@@ -4,19 +4,18 @@ Decoding is defensive because every image comes from a user: the declared size i
 is decoded, every PIL mode becomes 8-bit RGB, EXIF orientation is applied, and each failure becomes one
 `InputError` sentence that names the input.
 
-Local paths. Cog (0.23.1, coglet) hands a `cog.Path` input to `predict()` in one of two ways:
-- an `http(s)://` URL or a `data:` URI is downloaded by `cog.types.URLPath.convert`, which writes it with
-  `tempfile.NamedTemporaryFile(suffix=<file name>, delete=False)`: a file directly inside
-  `tempfile.gettempdir()` (`$TMPDIR`, else `/tmp`) whose name starts with `tmp`, such as
-  `/tmp/tmpk2x9a1b0cat.png`.
-  Coglet deletes it when the prediction ends.
-- any other string (`/etc/passwd`, `file:///...`, `weights/x.pth`) is not coerced at all: coglet only converts
-  strings that start with `http://`, `https://` or `data:`, and the schema's `"format": "uri"` is not
-  enforced, so the plain `str` reaches `predict()` unchanged and would open a file inside the container
-  (checked against a running coglet server).
-So a path that is not a `tmp*` file directly inside the temp directory did not come from a Cog download.
-`check_input_path` refuses those when `TRIPTYCH_REJECT_LOCAL_PATHS=1` (set by the cog yamls); direct library
-use keeps local paths working.
+Local paths. Cog (0.23.1, coglet) passes a Path input to `predict()` as a string unless it starts with
+`http://`, `https://` or `data:` (the schema's `"format": "uri"` is not enforced), so `/etc/passwd`,
+`file:///...` or `weights/x.pth` would reach `predict()` and open a file inside the container (checked
+against a running coglet server). URL and data-URI inputs are fetched for the running prediction by
+`predictors.common.input_files`. `check_input_path` accepts only those files when
+`TRIPTYCH_REJECT_LOCAL_PATHS=1` (set by the cog yamls), never another file in the temp directory, which
+could belong to another request; direct library use keeps local paths working.
+
+Limits. Every image has at most `max_pixels` pixels, a short side of at least `min_side` and an aspect ratio
+of at most `max_aspect`, checked from the header before any pixel is decoded: thin or huge images otherwise
+end deep inside a model as a bare MemoryError, an OpenCV assertion or a giant allocation. Pillow opens only
+the formats listed in `DECODE_FORMATS` (never EPS, which would start Ghostscript, nor any other plugin).
 """
 
 from __future__ import annotations
@@ -35,11 +34,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from predictors.common.errors import InputError
+from predictors.common import input_files
+from predictors.common.errors import InputError, excerpt
 
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MIN_SIDE = 16
+DEFAULT_MAX_ASPECT = 10.0
 REJECT_LOCAL_PATHS_ENV = "TRIPTYCH_REJECT_LOCAL_PATHS"
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+# What load_image decodes. The JPEG opener also takes the multi-picture JPEGs many phones write (MPO).
+DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 # What PIL raises for damaged data, depending on the format plugin. MemoryError is deliberately absent.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
@@ -54,27 +58,57 @@ def _reject_local_paths() -> bool:
 def check_input_path(path: str | os.PathLike[str], what: str = "input") -> Path:
     """Return `path` as a Path, refusing container-local files when TRIPTYCH_REJECT_LOCAL_PATHS is on.
 
-    Only files Cog downloaded from a URL or data URI are accepted then (see the module docstring).
+    Only files fetched for the running prediction are accepted then (see the module docstring).
     """
     candidate = Path(path)
-    if _reject_local_paths():
-        real = Path(os.path.realpath(candidate))
-        download_dir = Path(os.path.realpath(tempfile.gettempdir()))
-        if real.parent != download_dir or not real.name.startswith(tempfile.gettempprefix()):
-            raise InputError(
-                f"The {what} must be given as an http(s) URL or a data URI; a path on the server "
-                f"({os.fspath(path)}) is not accepted."
-            )
+    if _reject_local_paths() and not input_files.is_prediction_file(candidate):
+        raise InputError(
+            f"The {what} must be given as an http(s) URL or a data URI; a path on the server "
+            f"({excerpt(os.fspath(path))}) is not accepted."
+        )
     return candidate
 
 
+def check_size(
+    width: int,
+    height: int,
+    what: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
+    max_aspect: float = DEFAULT_MAX_ASPECT,
+) -> None:
+    """Raise InputError, naming the limit and the fix, when a picture's size is outside the limits."""
+    if width * height > max_pixels:
+        raise InputError(
+            f"The {what} is {width}x{height} pixels ({width * height / 1e6:.1f} MP), more than the "
+            f"{max_pixels / 1e6:.1f} MP limit. Downscale it and try again."
+        )
+    if min(width, height) < min_side:
+        raise InputError(
+            f"The {what} is {width}x{height} pixels; each side must be at least {min_side} pixels. "
+            "Use a larger picture."
+        )
+    if max(width, height) > max_aspect * min(width, height):
+        raise InputError(
+            f"The {what} is {width}x{height} pixels: its long side is more than {max_aspect:g} times its "
+            "short side. Crop it to a less elongated shape and try again."
+        )
+
+
 def load_image(
-    source: str | os.PathLike[str], *, what: str = "image", max_pixels: int | None = None
+    source: str | os.PathLike[str],
+    *,
+    what: str = "image",
+    max_pixels: int | None = None,
+    min_side: int = DEFAULT_MIN_SIDE,
+    max_aspect: float = DEFAULT_MAX_ASPECT,
 ) -> Image.Image:
     """Decode an image file into 8-bit RGB with its EXIF orientation applied.
 
-    The pixel count declared in the header is checked against `max_pixels` (default DEFAULT_MAX_PIXELS)
-    before the pixels are decoded, so a decompression bomb never gets its buffer allocated.
+    The size declared in the header is checked (`check_size`: `max_pixels`, default DEFAULT_MAX_PIXELS,
+    `min_side`, `max_aspect`) before the pixels are decoded, so a decompression bomb never gets its buffer
+    allocated and a sliver of a picture never reaches a model.
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     path = check_input_path(source, what)
@@ -93,7 +127,7 @@ def load_image(
         # PIL's own bomb warning is superseded by the explicit limit below; its hard error still applies.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path)
+            image = Image.open(path, formats=DECODE_FORMATS)
         except Image.DecompressionBombError as exc:
             raise InputError(
                 f"The {what} is too large to decode safely ({exc}). Downscale it and try again."
@@ -108,12 +142,7 @@ def load_image(
             ) from None
 
         with image:
-            width, height = image.size
-            if width * height > limit:
-                raise InputError(
-                    f"The {what} is {width}x{height} pixels ({width * height / 1e6:.1f} MP), more than the "
-                    f"{limit / 1e6:.1f} MP limit. Downscale it and try again."
-                )
+            check_size(*image.size, what, max_pixels=limit, min_side=min_side, max_aspect=max_aspect)
             try:
                 # Multi-frame files (GIF, APNG, TIFF) keep their first frame, the one Image.open points at.
                 image.load()
@@ -214,7 +243,6 @@ class Outputs:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         if root is None:
-            # Its own directory, so outputs never look like a Cog download (see check_input_path).
             self.root = Path(tempfile.mkdtemp(prefix="triptych-outputs-"))
         else:
             self.root = Path(root)

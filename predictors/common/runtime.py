@@ -179,6 +179,23 @@ def oom_guard(remedy: str) -> Iterator[None]:
         raise ResourceError(f"The GPU ran out of memory. {remedy}") from None
 
 
+def device_works(device: torch.device) -> bool:
+    """Whether a small computation on `device` still gives the right answer.
+
+    A CUDA context broken by a device-side assert, an Xid error or a lost GPU fails every later call in the
+    process, so a predictor's `healthcheck()` (which Cog runs on GET /health-check while idle and reports
+    as UNHEALTHY) returns this, and the serving layer restarts the process.
+    """
+    try:
+        total = (torch.arange(8, device=device, dtype=torch.float32) * 2).sum()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return float(total.item()) == 56.0
+    except RuntimeError as exc:
+        get_logger(__name__).error("The %s device failed a health check: %s", device, str(exc).split("\n")[0])
+        return False
+
+
 class _LogLineBar(tqdm):
     """tqdm that prints each refresh as a line of its own instead of redrawing one line in place.
 

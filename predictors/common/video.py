@@ -26,10 +26,16 @@ import av
 import numpy as np
 
 from predictors.common.errors import InputError
+from predictors.common.media import check_size
 
 __all__ = ["VideoFrame", "VideoInfo", "VideoWriter", "probe", "read_frames"]
 
 _AUDIO_RATE_FALLBACK = 44100
+# A frame larger than this (about 4K UHD x 2) is refused before the first one is decoded.
+MAX_FRAME_PIXELS = 16_000_000
+# FFmpeg opens only these demuxers (MP4/MOV, Matroska/WebM, AVI, GIF) and only local files: a playlist or
+# concat script posing as a video (HLS, ffconcat) could otherwise make it read other files or URLs.
+_OPEN_OPTIONS = {"format_whitelist": "mov,matroska,avi,gif", "protocol_whitelist": "file"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ def _open(path: str | Path) -> av.container.InputContainer:
     if not path.is_file():
         raise InputError(f"The video file {path.name!r} does not exist.")
     try:
-        return av.open(str(path))
+        return av.open(str(path), options=_OPEN_OPTIONS)
     except av.FFmpegError as error:
         raise InputError(
             f"The video could not be opened: it is damaged, truncated or not a video format ({error}). "
@@ -114,10 +120,15 @@ def _frame_time(frame: av.VideoFrame, stream, fallback_index: int, fps: Fraction
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Inspect a video file. Raises ``InputError`` for a file without a decodable video frame."""
+    """Inspect a video file. Raises ``InputError`` for a file without a decodable video frame, or whose
+    frames are outside the size limits of ``media.check_size`` (at most ``MAX_FRAME_PIXELS``)."""
     with _open(path) as container:
         stream = _video_stream(container)
         has_audio = bool(container.streams.audio)
+        declared = (stream.codec_context.width, stream.codec_context.height)
+        if all(declared):
+            # From the header, before the decoder allocates a frame of that size.
+            check_size(*declared, "video", max_pixels=MAX_FRAME_PIXELS)
         first = next(_decode(container, stream), None)
         if first is None:
             raise InputError("The video has no frames. Upload a video with at least one frame.")

@@ -121,11 +121,17 @@ def schema_errors(data: object, *, strict: bool = False) -> list[str]:
         for out, spec in _outputs(step).items():
             errors += _object_errors(f"conversions.{name}.outputs.{out}", spec, _OUTPUT_FIELDS)
             places.append((f"conversions.{name}.outputs.{out}", spec))
-        if strict and isinstance(step, dict) and _is_name_list(step.get("inputs")):
+        if isinstance(step, dict) and _is_name_list(step.get("inputs")):
+            if strict:
+                errors += [
+                    f"conversions.{name}.inputs names {i!r}, which files lacks"
+                    for i in step["inputs"]
+                    if i not in data["files"]
+                ]
             errors += [
-                f"conversions.{name}.inputs names {i!r}, which files lacks"
-                for i in step["inputs"]
-                if i not in data["files"]
+                f"conversions.{name}.kept_inputs names {i!r}, which inputs lacks"
+                for i in step.get("kept_inputs", [])
+                if i not in step["inputs"]
             ]
     for where, spec in places:
         dest = spec.get("dest") if isinstance(spec, dict) else None
@@ -205,6 +211,8 @@ _FILE_FIELDS = {
 _CONVERSION_FIELDS = {
     "function": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.]+:\w+", v), "'module:callable'", True),
     "inputs": (_is_name_list, "a non-empty list of file names", True),
+    # Inputs that the predictor also reads itself (a config, say): fetched even once the conversion is done.
+    "kept_inputs": (_is_name_list, "a non-empty list of file names", False),
     "outputs": (lambda v: isinstance(v, dict) and bool(v), "a non-empty object of outputs", True),
     "needed_by": _TAG_LIST,
 }
@@ -223,7 +231,7 @@ def ensure(target: str | list[str]) -> dict[str, Path]:
     ``target`` is a ``needed_by`` tag (``"nst"``, ``"sd_style/sd15"``; a prefix such as ``"sd_style"`` takes
     every tag under it) or a list of file and conversion names. Conversions whose outputs are missing run
     after their inputs are ensured. An absent input of conversions whose outputs are all present is not
-    fetched: the outputs are what a predictor loads.
+    fetched: the outputs are what a predictor loads; only the step's ``kept_inputs`` are read as well.
     """
     manifest = load_manifest()
     root = weights_root()
@@ -232,6 +240,7 @@ def ensure(target: str | list[str]) -> dict[str, Path]:
     pending = {name: step for name, step in conversions.items() if not _converted(step, root)}
     needed = {name for step in pending.values() for name in step["inputs"]}
     done_inputs = {name for step in conversions.values() for name in step["inputs"]} - needed
+    done_inputs -= {name for step in conversions.values() for name in step.get("kept_inputs", [])}
     for name in needed - files.keys():
         if name not in manifest.files:
             raise WeightsError(

@@ -40,6 +40,7 @@ from predictors.musepose.pipeline import (
     frame_plan,
     output_fps,
     pad_poses,
+    resize_horizontal_first,
     resize_poses,
     to_output_frames,
 )
@@ -47,6 +48,11 @@ from predictors.musepose.pose_align import CANVAS_WIDTH, OUTPUT_HEIGHT, align_po
 
 DETECTION_BATCH = 16
 DECODE_CHUNK = 4
+# Below this the UNet's deepest level is left with a single value per normalisation group (GroupNorm fails
+# at 8 and 16 px); MusePose is trained at 512-768 px, so nothing this small is useful anyway.
+MIN_GENERATION_SIDE = 32
+# "fixed": upstream's pose alignment with its bugs fixed (see pose_align.py); "upstream": exactly upstream's.
+POSE_ALIGN_MODES = ("fixed", "upstream")
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Request:
     window: int = 48
     overlap: int = 4
     align_pose: bool = True
+    pose_align_mode: str = "fixed"
     pose_video: bool = False
     save_aligned_pose: bool = False
     save_comparison: bool = False
@@ -101,7 +108,7 @@ class Result:
 
 def generation_size(request: Request, aspect_size: tuple[int, int]) -> tuple[int, int]:
     """(width, height), multiples of 8: explicit, square, or the pose frames' aspect with the long side at
-    ``resolution``."""
+    ``resolution``; each side at least MIN_GENERATION_SIDE."""
     if request.width or request.height:
         if not (request.width and request.height):
             raise InputError(
@@ -109,13 +116,22 @@ def generation_size(request: Request, aspect_size: tuple[int, int]) -> tuple[int
             )
         if request.width % VAE_FACTOR or request.height % VAE_FACTOR:
             raise InputError(f"Width and height must be multiples of {VAE_FACTOR}.")
-        return request.width, request.height
-    if request.square:
+        size = (request.width, request.height)
+    elif request.square:
         side = request.resolution // VAE_FACTOR * VAE_FACTOR
-        return side, side
-    width, height = aspect_size
-    scale = request.resolution / max(width, height)
-    return tuple(max(VAE_FACTOR, round(side * scale / VAE_FACTOR) * VAE_FACTOR) for side in (width, height))
+        size = (side, side)
+    else:
+        width, height = aspect_size
+        scale = request.resolution / max(width, height)
+        size = tuple(
+            max(VAE_FACTOR, round(side * scale / VAE_FACTOR) * VAE_FACTOR) for side in (width, height)
+        )
+    if min(size) < MIN_GENERATION_SIDE:
+        raise InputError(
+            f"The generation size would be {size[0]}x{size[1]} pixels; each side must be at least "
+            f"{MIN_GENERATION_SIDE}. Raise width and height or resolution, or use a less elongated picture."
+        )
+    return size
 
 
 def _check(request: Request) -> None:
@@ -133,6 +149,10 @@ def _check(request: Request) -> None:
     if request.pose_only and request.save_comparison:
         raise InputError(
             "save_comparison needs a generated video, which pose_only skips: turn one of them off."
+        )
+    if request.pose_align_mode not in POSE_ALIGN_MODES:
+        raise InputError(
+            f"Unknown pose_align_mode {request.pose_align_mode!r}; use one of {', '.join(POSE_ALIGN_MODES)}."
         )
 
 
@@ -167,6 +187,11 @@ class Animator:
         if request.max_seconds:
             limit = min(limit, max(1, math.floor(request.max_seconds * info.fps)))
         count = len(frame_plan(info.frame_count, limit, request.skip))
+        if count == 0 and info.frame_count > limit:
+            raise InputError(
+                f"max_frames and max_seconds leave {limit} frame(s) of the dance video, which give no frame "
+                f"at one in {request.skip + 1}. Raise max_frames or max_seconds, or lower skip."
+            )
         if count == 0:
             raise InputError(
                 f"The dance video is too short: {info.frame_count} frame(s) give no frame at one in "
@@ -239,7 +264,13 @@ class Animator:
         reference_pose = self._reference_pose(reference)
         poses, video_size = self._video_poses(request, plan)
         if request.align_pose:
-            aligned = align_poses(reference_pose, poses, reference.size, video_size)
+            aligned = align_poses(
+                reference_pose,
+                poses,
+                reference.size,
+                video_size,
+                parity=request.pose_align_mode == "upstream",
+            )
             self.log.info(
                 "Pose alignment scales: %s", {k: round(float(v), 3) for k, v in aligned.scales.items()}
             )
@@ -300,7 +331,7 @@ class Animator:
         video_path = outputs.new_path("musepose", ".mp4")
         comparison_path = outputs.new_path("comparison", ".mp4") if request.save_comparison else None
         audio = request.dance_video if request.keep_audio and info.has_audio else None
-        reference_panel = np.asarray(reference.resize(pose_size, Image.LANCZOS))
+        reference_panel = np.asarray(resize_horizontal_first(reference, pose_size, Image.LANCZOS))
         written = 0
         with (
             video.VideoWriter(video_path, fps, audio_source=audio) as writer,

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from predictors.musepose.models import (
     install_reference_writers,
 )
 from predictors.musepose.models.motion_module import PositionalEncoding, sinusoidal_table
+
+if TYPE_CHECKING:
+    from predictors.musepose.distributed import Share
 
 # configs/inference_v2.yaml of MusePose: the UNet3D's extra settings and the sampler.
 UNET_ADDITIONAL_KWARGS = {
@@ -198,12 +202,34 @@ class ReferenceEncoding:
     latents: torch.Tensor  # [1, 4, h, w]
 
 
+def resize_horizontal_first(image: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
+    """``image.resize(size, resample)`` as Pillow 10.4-12.1 compute it, whatever Pillow is installed.
+
+    Pillow resamples in two separable passes and rounds to 8 bits in between, so the order of the passes
+    shows in the result. Up to 12.1 the horizontal pass always came first (12.2 made an exception only for
+    images over 100 times taller than wide); Pillow 13 runs the vertical pass first whenever the height loses
+    more than twice as many pixels as the width (python-pillow/Pillow#9549, ``Resample.c``), which moves
+    Lanczos results by up to 18 levels (1080x1920 -> 768x768). MusePose and its users ran the horizontal-first
+    order. Two calls that each change one side make Pillow run exactly one pass each, with the coefficients
+    of the combined call, so the result is the horizontal-first one in every version; tests/unit/
+    test_resize_parity.py checks it against hashes written with Pillow 10.4.0 (tools/resize_fixtures.py).
+    """
+    width, height = size
+    if width != image.width:
+        image = image.resize((width, image.height), resample)
+    if height != image.height:
+        image = image.resize((width, height), resample)
+    return image
+
+
 def resize_poses(frames: Sequence[Image.Image | np.ndarray], width: int, height: int) -> np.ndarray:
     """uint8 [n, height, width, 3]: each pose frame resized with PIL Lanczos to exactly width x height."""
     resized = np.empty((len(frames), height, width, 3), dtype=np.uint8)
     for index, frame in enumerate(frames):
         image = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame))
-        resized[index] = np.asarray(image.convert("RGB").resize((width, height), Image.LANCZOS))
+        resized[index] = np.asarray(
+            resize_horizontal_first(image.convert("RGB"), (width, height), Image.LANCZOS)
+        )
     return resized
 
 
@@ -239,11 +265,15 @@ class MusePosePipeline:
     # -- conditioning ------------------------------------------------------------------------------------
 
     def clip_pixels(self, reference: Image.Image) -> torch.Tensor:
-        resized = reference.convert("RGB").resize(CLIP_SIZE, Image.BICUBIC)
+        resized = resize_horizontal_first(reference.convert("RGB"), CLIP_SIZE, Image.BICUBIC)
+        # Already 224 x 224: the processor's own shortest-edge resize and centre crop leave it unchanged.
         return self.clip_processor(images=resized, return_tensors="pt").pixel_values
 
     def reference_pixels(self, reference: Image.Image, width: int, height: int) -> torch.Tensor:
-        return self.reference_processor.preprocess(reference.convert("RGB"), height=height, width=width)
+        """The VAE input: Lanczos to exactly width x height (resized here, so that the processor's own
+        resize is a no-op), then [-1, 1]."""
+        resized = resize_horizontal_first(reference.convert("RGB"), (width, height), Image.LANCZOS)
+        return self.reference_processor.preprocess(resized, height=height, width=width)
 
     @torch.no_grad()
     def encode_reference(self, reference: Image.Image, width: int, height: int) -> ReferenceEncoding:
@@ -290,12 +320,17 @@ class MusePosePipeline:
         overlap: int,
         generator: torch.Generator,
         reference_features: dict[str, torch.Tensor] | None = None,
+        share: Share | None = None,
     ) -> torch.Tensor:
         """Latents [1, 4, N, h, w] for the N (already padded) resized pose frames ``poses`` [N, H, W, 3].
 
         ``reference_features`` (from ``record_reference``) may be passed to reuse the ReferenceNet's work for
         several videos of the same reference; by default the ReferenceNet runs once here. One progress bar
         counts the denoising-UNet calls (steps x windows).
+
+        ``share``: when several processes denoise together (``distributed``), this process runs only its
+        share of each step's windows (and its bar counts those), and the share sums the predictions and
+        visits of all processes before the scheduler step, so that every process takes the same step.
         """
         frames, height, width = poses.shape[:3]
         latents = self.initial_noise(frames, width, height, generator)
@@ -311,7 +346,8 @@ class MusePosePipeline:
         if reference_features is None:
             reference_features = self.record_reference(encoding)
         self.bank.load(reference_features, first_half_unconditional=use_cfg)
-        calls = len(scheduler.timesteps) * len(windows)
+        assigned = windows if share is None else share.assigned(windows)
+        calls = len(scheduler.timesteps) * len(assigned)
         log.info(
             "Denoising %d frames in %d window(s) of %d (overlap %d), %d steps: %d UNet calls.",
             frames,
@@ -329,7 +365,7 @@ class MusePosePipeline:
                         (rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype
                     )
                     visits = torch.zeros((1, 1, frames, 1, 1), device=self.device, dtype=latents.dtype)
-                    for frame_ids in windows:
+                    for frame_ids in assigned:
                         sample = scheduler.scale_model_input(
                             latents[:, :, frame_ids].repeat(rows, 1, 1, 1, 1), timestep
                         )
@@ -339,6 +375,8 @@ class MusePosePipeline:
                         )
                         visits[:, :, frame_ids] += 1
                         bar.update(1)
+                    if share is not None:
+                        prediction, visits = share.combine(prediction, visits)
                     prediction = prediction / visits
                     if use_cfg:
                         unconditional, conditional = prediction.chunk(2)
@@ -353,11 +391,14 @@ class MusePosePipeline:
 
     # -- decoding ----------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[torch.Tensor]:
         """Yield decoded frames [n <= chunk, 3, H, W] float32 in [0, 1], in order (padded frames included)."""
-        latents = 1 / LATENT_SCALE * latents
         for start in range(0, latents.shape[2], chunk):
-            batch = latents[0, :, start : start + chunk].transpose(0, 1)
-            pixels = self.models.vae.decode(batch).sample
-            yield (pixels / 2 + 0.5).clamp(0, 1).float()
+            yield self.decode_frames(latents[:, :, start : start + chunk])
+
+    @torch.no_grad()
+    def decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [1, 4, n, h, w] -> frames [n, 3, H, W] float32 in [0, 1], decoded as one batch."""
+        batch = (1 / LATENT_SCALE * latents)[0].transpose(0, 1)
+        pixels = self.models.vae.decode(batch).sample
+        return (pixels / 2 + 0.5).clamp(0, 1).float()

@@ -6,10 +6,10 @@ import os
 
 from cog import BaseModel, BasePredictor, Input, Path
 
-from predictors.common import media, runtime, weights
+from predictors.common import boundary, media, runtime, weights
 from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
 from predictors.musepose.animate import Animator, Request
-from predictors.musepose.pipeline import MusePosePipeline, load_models
+from predictors.musepose.distributed import load_pipeline
 
 WEIGHTS = {
     "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
@@ -45,13 +45,18 @@ class Predictor(BasePredictor):
         paths = weights.ensure("musepose")
         files = {name: paths[dest] for name, dest in WEIGHTS.items()}
         files.update({name: files[name].parent for name in FOLDERS})
-        device = runtime.select_device()
-        dtype = runtime.select_dtype(device)
-        pipeline = MusePosePipeline(load_models(**files).to(device, dtype), device, dtype)
+        self.device = runtime.select_device()
+        dtype = runtime.select_dtype(self.device)
+        # Several GPUs: worker processes share the denoising (predictors/musepose/distributed.py).
+        pipeline = load_pipeline(files, self.device, dtype, logger)
         pose_model = Wholebody(paths[DETECTOR_FILE], paths[POSE_FILE], rules="musepose")
         self.animator = Animator(pipeline, pose_model, logger)
         self.outputs = media.Outputs()
 
+    def healthcheck(self) -> bool:
+        return runtime.device_works(self.device)
+
+    @boundary.prediction
     def predict(
         self,
         reference_image: Path = Input(
@@ -131,6 +136,11 @@ class Predictor(BasePredictor):
             description="Retarget the dancer's skeleton to the reference's body proportions and position (MusePose's pose_align). Off: the dancer's own skeleton in the video's framing.",  # noqa: E501
             default=True,
         ),
+        pose_align_mode: str = Input(
+            description="'fixed' aligns like MusePose's pose_align with its bugs fixed (the same result wherever they do not bite); 'upstream' reproduces MusePose's pose_align exactly, bugs included.",  # noqa: E501
+            default="fixed",
+            choices=["fixed", "upstream"],
+        ),
         pose_video: bool = Input(
             description="The dance video already is a pose video (for example a previous aligned-pose output): skip detection and alignment and use its frames as the poses.",  # noqa: E501
             default=False,
@@ -166,6 +176,7 @@ class Predictor(BasePredictor):
             window=window,
             overlap=overlap,
             align_pose=align_pose,
+            pose_align_mode=pose_align_mode,
             pose_video=pose_video,
             save_aligned_pose=save_aligned_pose,
             save_comparison=save_comparison,

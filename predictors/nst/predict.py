@@ -9,7 +9,7 @@ import torch
 from cog import BasePredictor, Input, Path
 from PIL import Image
 
-from predictors.common import media, runtime, weights
+from predictors.common import boundary, media, runtime, weights
 from predictors.common.inputs import load_named_images, parse_blend_weights
 from predictors.nst.fast_start import FastStylizer
 from predictors.nst.stylize import (
@@ -46,6 +46,9 @@ class Predictor(BasePredictor):
         self.fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=torch.get_num_threads())
         self.outputs = media.Outputs()
 
+    def healthcheck(self) -> bool:
+        return runtime.device_works(self.device)
+
     def vgg(self, pooling: str, padding: str) -> VGGFeatures:
         key = (pooling, padding)
         if key not in self.features:
@@ -54,6 +57,7 @@ class Predictor(BasePredictor):
             self.features[key] = model.to(self.device)
         return self.features[key]
 
+    @boundary.prediction
     def predict(
         self,
         image: Path = Input(description="The photo to stylise."),

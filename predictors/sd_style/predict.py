@@ -12,7 +12,7 @@ import time
 
 from cog import BasePredictor, Input, Path
 
-from predictors.common import media, runtime, weights
+from predictors.common import boundary, media, runtime, weights
 from predictors.common.errors import InputError
 from predictors.common.inputs import load_named_images, parse_blend_weights
 from predictors.sd_style.pipeline import Family, Job, StylePipeline, family_spec
@@ -71,17 +71,21 @@ class Predictor(BasePredictor):
         self.family = family_spec(os.environ.get(FAMILY_ENV, "sd15").strip().lower())
         custom_base = weights.custom_weights_path()
         weights.ensure(weights_needed(self.family, custom_base is not None))
-        device = runtime.select_device()
+        self.device = runtime.select_device()
         self.pipeline = StylePipeline.load(
             self.family,
             weights.weights_root(),
-            device=device,
-            dtype=runtime.select_dtype(device),
+            device=self.device,
+            dtype=runtime.select_dtype(self.device),
             custom_base=custom_base,
         )
         self.outputs = media.Outputs()
-        logger.info("Loaded %s on %s in %.1f s", self.family.name, device, time.perf_counter() - started)
+        logger.info("Loaded %s on %s in %.1f s", self.family.name, self.device, time.perf_counter() - started)
 
+    def healthcheck(self) -> bool:
+        return runtime.device_works(self.device)
+
+    @boundary.prediction
     def predict(
         self,
         image: Path = Input(description="The content image: its structure (Canny edges) is kept."),

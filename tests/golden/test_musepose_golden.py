@@ -7,26 +7,36 @@ Every quantity comes from the folder's own args.json, so the same test runs on a
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
 from PIL import Image
 
-from predictors.musepose.convert import CHECKPOINTS, convert_release
+from predictors.musepose.convert import CHECKPOINTS, CONFIG_INPUT, convert_release
 from predictors.musepose.pipeline import (
+    SCHEDULER_KWARGS,
     MusePosePipeline,
     ReferenceEncoding,
     context_windows,
     frame_plan,
     load_models,
+    output_fps,
     pad_poses,
+    padding_repeats,
+    resize_horizontal_first,
     resize_poses,
     to_output_frames,
 )
 
 pytestmark = pytest.mark.golden
+
+# README §1.6: videos.npy within 1e-4 of upstream's, fp32 on CPU.
+VIDEOS_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +66,9 @@ def pipe(golden, tmp_path_factory) -> MusePosePipeline:
     weights = golden / "weights"
     compact = tmp_path_factory.mktemp("musepose-compact")
     outputs = {spec.output: compact / spec.filename.replace(".pth", ".safetensors") for spec in CHECKPOINTS}
-    convert_release({spec.source: weights / "MusePose" / spec.filename for spec in CHECKPOINTS}, outputs)
+    inputs = {spec.source: weights / "MusePose" / spec.filename for spec in CHECKPOINTS}
+    inputs[CONFIG_INPUT] = weights / "sd-image-variations-diffusers/unet/config.json"
+    convert_release(inputs, outputs)
     models = load_models(
         unet_config=weights / "sd-image-variations-diffusers/unet/config.json",
         denoising_unet=outputs["musepose_denoising_unet_compact"],
@@ -96,25 +108,41 @@ def golden_encoding(golden) -> ReferenceEncoding:
     )
 
 
+def test_frame_bookkeeping_matches_the_trace(golden, args, poses):
+    """Lengths, padding, windows and timesteps as upstream's run recorded them in trace.json."""
+    trace = json.loads((golden / "expected/trace.json").read_text())
+    lengths = trace["lengths"]
+    used = frame_plan(lengths["source_frames_in_pose_mp4"], args["L"], args["skip"])
+    assert len(used) == lengths["L_after_skip"] == lengths["frames_written_to_output_mp4"]
+    assert padding_repeats(len(used), args["S"], args["O"]) == lengths["padding_repeats_of_last_frame"]
+    assert len(poses) == lengths["N_frames_generated"]
+    assert output_fps(Fraction(lengths["pose_mp4"]["average_rate"]), args["skip"]) == Fraction(
+        trace["outputs"]["output_mp4"]["average_rate"]
+    )
+    scheduler = DDIMScheduler(**SCHEDULER_KWARGS)
+    scheduler.set_timesteps(args["steps"])
+    steps = trace["context_windows_per_step"]
+    assert [step["t"] for step in steps] == scheduler.timesteps.tolist() == trace["scheduler"]["timesteps"]
+    for step in steps:
+        assert context_windows(len(poses), args["S"], args["O"]) == step["windows"]
+
+
 def test_recomputed_position_tables_equal_the_checkpoints(golden, pipe):
     """The pe tables are dropped at conversion and rebuilt: they equal the ones the release file carries."""
     stored = torch.load(golden / "weights/MusePose/motion_module.pth", map_location="cpu", weights_only=True)
     tables = dict(pipe.models.denoising_unet.named_buffers())
     stored = {key: value for key, value in stored.items() if key.endswith(".pe")}
-    assert len(stored) == 42 and stored.keys() <= tables.keys()
+    assert stored.keys() == {key for key in tables if key.endswith(".pe")}
     for key, value in stored.items():
         np.testing.assert_array_equal(tables[key].to(value.dtype).numpy(), value.numpy())
 
 
 def test_preprocessing_matches(pipe, golden, args, reference_image, poses):
-    assert (
-        np.abs(
-            pipe.clip_pixels(reference_image).numpy() - intermediate(golden, "clip_pixel_values.npy")
-        ).max()
-        < 1e-6
-    )
+    """Same uint8 pixels (Pillow 10.4's resizes) through the same float32 operations: equal bit for bit."""
+    clip = pipe.clip_pixels(reference_image).numpy()
+    np.testing.assert_array_equal(clip, intermediate(golden, "clip_pixel_values.npy"))
     ref = pipe.reference_pixels(reference_image, args["W"], args["H"]).numpy()
-    assert np.abs(ref - intermediate(golden, "ref_image_tensor.npy")).max() < 1e-6
+    np.testing.assert_array_equal(ref, intermediate(golden, "ref_image_tensor.npy"))
     cond = torch.from_numpy(poses).permute(3, 0, 1, 2)[None].float() / 255
     np.testing.assert_array_equal(cond.numpy(), intermediate(golden, "pose_cond_tensor.npy"))
 
@@ -131,29 +159,61 @@ def test_encoders_and_pose_guider(pipe, golden, args, reference_image, poses):
     assert_relative(pipe.pose_features(poses), intermediate(golden, "pose_fea.npy"))
 
 
-def test_reference_bank_and_its_float16_rounding(pipe, golden):
+def bank_pairs(golden) -> list[tuple[str, str]]:
+    """(key in the golden npz files, writer block name) in upstream's pairing order."""
     pairs = json.loads((golden / "expected/trace.json").read_text())["reference_attention"]
-    pairs = pairs["pairs_sorted_by_minus_channels"]
+    return [(f"{pair['index']:02d}", pair["writer"]) for pair in pairs["pairs_sorted_by_minus_channels"]]
+
+
+def test_reference_net_reproduces_upstreams_call(pipe, golden):
+    """Upstream's own ReferenceNet call (a [uncond, cond] batch, timestep 0) at the set's thread count gives
+    upstream's writer features to 1e-5 (README §1.6); on the oracle's kind of machine, bit for bit."""
+    encoding = golden_encoding(golden)
+    writer_fp32 = intermediate(golden, "reference_bank_writer_fp32.npz")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        json.loads((golden / "expected/trace.json").read_text())["runtime"]["torch_threads"]
+    )
+    try:
+        pipe.recorded.clear()
+        with torch.no_grad():
+            pipe.models.reference_unet(
+                encoding.latents.repeat(2, 1, 1, 1),
+                torch.zeros((), dtype=torch.long),
+                encoder_hidden_states=torch.cat(
+                    [torch.zeros_like(encoding.clip_embeds), encoding.clip_embeds]
+                ),
+            )
+        recorded = dict(pipe.recorded)
+    finally:
+        pipe.recorded.clear()
+        torch.set_num_threads(threads)
+    for key, name in bank_pairs(golden):
+        assert_relative(recorded[name], writer_fp32[key], 1e-5)
+
+
+def test_reference_bank_and_its_float16_rounding(pipe, golden):
+    """The product records the conditional row alone, at any thread count: other reduction orders in the
+    kernels, so the README's rule for intermediates applies (docs/musepose.md says which ops), and the bank
+    is that recording rounded to float16."""
     writer_fp32 = intermediate(golden, "reference_bank_writer_fp32.npz")
     reader_fp16 = intermediate(golden, "reference_bank_fp16.npz")
     recorded = pipe.record_reference(golden_encoding(golden))
     pipe.bank.load(recorded, first_half_unconditional=True)
     try:
-        differing = total = 0
-        for pair in pairs:
-            key, name = f"{pair['index']:02d}", pair["writer"]
+        for key, name in bank_pairs(golden):
             # The last row is the conditional one, the only one upstream's reader uses; we record only it.
-            assert_relative(recorded[name][0], writer_fp32[key][-1], 3e-5)
+            assert_relative(recorded[name][0], writer_fp32[key][-1])
             ours = pipe.bank.features[name]
             assert ours.dtype == torch.float16
             np.testing.assert_array_equal(ours.numpy(), recorded[name].to(torch.float16).numpy())
             theirs = reader_fp16[key][-1]
             step = np.abs(ours[0].float().numpy() - theirs.astype(np.float32))
-            # The fp32 noise may move a value across a float16 rounding boundary: one float16 step at most.
+            # A float32 difference may move a value across a float16 rounding boundary: one float16 step at
+            # most, and only where the float32 values differ.
             noise = np.abs(recorded[name][0].numpy() - writer_fp32[key][-1])
             assert (step <= noise + np.abs(np.spacing(theirs)).astype(np.float32)).all()
-            differing, total = differing + int((step > 0).sum()), total + step.size
-        assert differing < 0.02 * total
+            assert (step[noise == 0] == 0).all()
     finally:
         pipe.bank.clear()
 
@@ -201,29 +261,37 @@ def test_videos_and_output_frames_end_to_end(pipe, golden, args, reference_image
     assert_relative(latents, intermediate(golden, "step_latents_out.npy")[-1])
     videos = torch.cat(list(pipe.decode(latents)))
     wanted = expected(golden, "videos.npy")
-    assert np.abs(videos.permute(1, 0, 2, 3)[None].numpy() - wanted).max() < 1e-4
+    assert np.abs(videos.permute(1, 0, 2, 3)[None].numpy() - wanted).max() < VIDEOS_TOLERANCE
 
     length = len(
         frame_plan(len(np.load(golden / "inputs/pose_frames_decoded.npz")["frames"]), args["L"], args["skip"])
     )
-    size = Image.open(golden / "expected/output_frame_first.png").size
-    frames = to_output_frames(videos[:length], size)
+    width, height = Image.open(golden / "expected/output_frame_first.png").size
+    frames = to_output_frames(videos[:length], (width, height))
+    # The value before truncation, by the same float32 operations: bilinear weights sum to one, so it is
+    # within VIDEOS_TOLERANCE * 255 of upstream's, and the truncation can differ only that close to a level.
+    scaled = F.interpolate(videos[:length], size=(height, width), mode="bilinear", align_corners=False)
+    scaled = (scaled.permute(0, 2, 3, 1).float() * 255).numpy()
     for index, name in ((0, "output_frame_first.png"), (length - 1, "output_frame_last.png")):
         png = np.asarray(Image.open(golden / "expected" / name).convert("RGB"))
-        difference = np.abs(frames[index].astype(int) - png.astype(int))
-        assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+        difference = frames[index].astype(int) - png.astype(int)
+        assert np.abs(difference).max() <= 1
+        flipped = difference != 0
+        boundary = np.maximum(frames[index], png)[flipped]
+        assert (np.abs(scaled[index][flipped] - boundary) <= 255 * VIDEOS_TOLERANCE).all()
 
 
 def test_non_square_sizes_keep_width_and_height_apart(pipe, golden, args, reference_image):
     """W x H with W != H: every resize takes (width, height), every tensor is [..., height, width]."""
     width, height = args["W"], args["H"] + 2 * 8
     pixels = pipe.reference_pixels(reference_image, width, height)
-    lanczos = np.asarray(reference_image.resize((width, height), Image.LANCZOS), np.float32) / 127.5 - 1
+    lanczos = resize_horizontal_first(reference_image, (width, height), Image.LANCZOS)
+    lanczos = np.asarray(lanczos, np.float32) / 127.5 - 1
     assert np.abs(pixels[0].permute(1, 2, 0).numpy() - lanczos).max() < 1e-6
     frames = np.load(golden / "inputs/pose_frames_decoded.npz")["frames"][:3]
     poses = pad_poses(resize_poses(frames, width, height), window=2, overlap=0)
     assert poses.shape == (4, height, width, 3)
-    lanczos = Image.fromarray(frames[0]).resize((width, height), Image.LANCZOS)
+    lanczos = resize_horizontal_first(Image.fromarray(frames[0]), (width, height), Image.LANCZOS)
     np.testing.assert_array_equal(poses[0], np.asarray(lanczos))
     latents = pipe.denoise(
         poses,

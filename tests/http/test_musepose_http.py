@@ -26,8 +26,8 @@ FAST = {"resolution": 64, "max_frames": 4, "num_inference_steps": 1, "window": 4
 
 
 @pytest.fixture(scope="module")
-def server(cog_server):
-    return cog_server("predictors/musepose/predict.py", env=tiny_environment(["dwpose", "musepose"]))
+def server(predictor_server):
+    return predictor_server("predictors/musepose/predict.py", env=tiny_environment(["dwpose", "musepose"]))
 
 
 @pytest.fixture(scope="module")

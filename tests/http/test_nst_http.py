@@ -34,8 +34,8 @@ def images(files):
 
 
 @pytest.fixture(scope="module")
-def server(cog_server):
-    return cog_server("predictors/nst/predict.py", env=tiny_environment(["vgg19"]))
+def server(predictor_server):
+    return predictor_server("predictors/nst/predict.py", env=tiny_environment(["vgg19"]))
 
 
 def iterations_logged(logs: str) -> list[int]:

@@ -35,8 +35,8 @@ def inputs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(cog_server):
-    return cog_server("predictors/sd_style/predict.py", env=tiny_environment(["sd15", "sdxl"]))
+def server(predictor_server):
+    return predictor_server("predictors/sd_style/predict.py", env=tiny_environment(["sd15", "sdxl"]))
 
 
 def test_sync_prediction_with_two_outputs(server, inputs):

@@ -9,8 +9,10 @@ import functools
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -18,7 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
+from predictors.common.dwpose import Pose
 from predictors.common.errors import InputError
+from predictors.musepose.pose_align import align_poses
+from tests import mp4
+from tests.canvas import assert_equal_off_clipped_primitives, clipped_primitives, resized_footprint
 from tests.replicate_progress import progress_lines
 from tools.tiny_weights import write_manifest
 
@@ -41,6 +47,7 @@ FAST = {
     "window": 4,
     "overlap": 1,
     "align_pose": True,
+    "pose_align_mode": "fixed",
     "pose_video": False,
     "save_aligned_pose": False,
     "save_comparison": False,
@@ -371,9 +378,29 @@ def golden_root(golden_dir, tiny_weights, tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def handed_frames(monkeypatch) -> dict[Path, list[np.ndarray]]:
+    """The uint8 frames each VideoWriter was handed, by output path (the writer itself runs unchanged)."""
+    from predictors.common.video import VideoWriter
+
+    handed: dict[Path, list[np.ndarray]] = {}
+    write = VideoWriter.write
+
+    def recording(self, frame):
+        handed.setdefault(Path(self.path), []).append(np.array(frame))
+        return write(self, frame)
+
+    monkeypatch.setattr(VideoWriter, "write", recording)
+    return handed
+
+
 @pytest.mark.golden
-def test_pose_video_mode_matches_upstreams_output(golden_dir, golden_root, weights_env):
-    """Upstream's arguments, explicit W and H, a pose video: the mp4 equals upstream's within codec noise."""
+def test_pose_video_mode_matches_upstreams_output(
+    golden_dir, golden_root, weights_env, handed_frames, tmp_path
+):
+    """Upstream's arguments, explicit W and H, a pose video: the frames handed to the encoder equal upstream's
+    (one level at most, the truncation of float noise), the mp4's facts equal upstream's, and its frames are
+    as close to the handed ones as upstream's encode settings bring them back."""
     from predictors.musepose.predict import Predictor
 
     weights_env(golden_root)
@@ -398,10 +425,150 @@ def test_pose_video_mode_matches_upstreams_output(golden_dir, golden_root, weigh
             "pose_video": True,
         },
     )
-    ours, facts = read_video(output.video)
-    theirs, their_facts = read_video(folder / "expected/output.mp4")
-    assert ours.shape == theirs.shape and facts["fps"] == their_facts["fps"]
-    assert facts["codec"] == their_facts["codec"] == ("h264", "yuv420p")
-    # The uint8 frames differ from upstream's by one level on ~0.1% of the pixels (float noise at the
-    # truncation); x264 spreads that into about one level on average (its own error is 2.2 levels).
-    assert np.abs(ours.astype(int) - theirs.astype(int)).mean() < 1.0
+    decoded, facts = mp4.read(output.video)
+    _, theirs = mp4.read(folder / "expected/output.mp4")
+    assert {key: facts[key] for key in ("size", "frames", "fps", "codec")} == {
+        key: theirs[key] for key in ("size", "frames", "fps", "codec")
+    }
+    handed = np.stack(handed_frames[Path(output.video)])
+    for index, name in ((0, "output_frame_first.png"), (-1, "output_frame_last.png")):
+        png = np.asarray(Image.open(folder / "expected" / name).convert("RGB"))
+        assert np.abs(handed[index].astype(int) - png.astype(int)).max() <= 1, name
+    # test_stage_2.py writes with PyAV: libx264, yuv420p, bit_rate 10 Mb/s, crf 18.
+    reference = mp4.reencode(
+        handed, facts["fps"], tmp_path / "upstream_settings.mp4", {"crf": "18"}, 10_000_000
+    )
+    mp4.assert_within_reencoding(decoded, handed, reference)
+
+
+@dataclass
+class StandInResult:
+    """What the animator reads of a detection: the boxes (one per person) and the normalised pose."""
+
+    found: Pose
+
+    @property
+    def detections(self):
+        return SimpleNamespace(boxes=np.zeros((self.found.people, 4)))
+
+    def pose(self, *, first_person_only: bool = False) -> Pose:
+        return self.found
+
+
+class StandInDetector:
+    """The stand-in of upstream's pose_align reference run, in place of DWPose: it returns upstream's own
+    DWPose dicts, the reference's for the reference and frame t's for a frame of grey level 20 + 8t."""
+
+    def __init__(self, dicts: dict):
+        self.reference = Pose.from_dict(dicts["reference"])
+        self.frames = [Pose.from_dict(frame) for frame in dicts["frames"]]
+
+    def __call__(self, image: np.ndarray) -> StandInResult:
+        return StandInResult(self.reference)
+
+    def batch(self, images: list[np.ndarray]) -> list[StandInResult]:
+        return [StandInResult(self.frames[round((float(image.mean()) - 20) / 8)]) for image in images]
+
+
+@pytest.fixture
+def recorded_alignments(monkeypatch) -> list:
+    """Every AlignResult the animator computes (align_poses itself runs unchanged)."""
+    from predictors.musepose import animate
+
+    results = []
+    align = animate.align_poses
+
+    def recording(*args, **kwargs):
+        results.append(align(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(animate, "align_poses", recording)
+    return results
+
+
+@pytest.mark.golden
+def test_upstream_pose_align_mode_gives_upstreams_pose_align(
+    predictor, golden_dir, monkeypatch, recorded_alignments, handed_frames
+):
+    """pose_align_mode=upstream through the predictor, on upstream's DWPose results: upstream's scales,
+    offset and aligned keypoints, and its rendered pose frames (pixels differ only where OpenCV 5 clips a
+    primitive that leaves the canvas), in a pose video with its facts."""
+    folder = golden_dir / "pose_align"
+    meta = json.loads((folder / "inputs/meta.json").read_text())
+    summary = json.loads((folder / "expected/summary.json").read_text())
+    monkeypatch.setattr(
+        predictor.animator,
+        "pose_model",
+        StandInDetector(json.loads((folder / "inputs/pose_dicts.json").read_text())),
+    )
+    output = run(
+        predictor,
+        folder / "inputs/ref.png",
+        folder / "inputs/dance.mp4",
+        pose_align_mode="upstream",
+        skip=0,
+        max_frames=meta["pose_align_args"]["max_frame"],
+        save_aligned_pose=True,
+        keep_audio=False,
+    )
+    (result,) = recorded_alignments
+    assert result.scales == pytest.approx(summary["scales"], rel=1e-9)
+    np.testing.assert_allclose(result.offset, summary["offset_height_normalised"], atol=1e-12)
+    expected = {
+        name: np.load(folder / f"expected/aligned_{name}.npy")
+        for name in ("body", "subset", "hands", "faces")
+    }
+    np.testing.assert_array_equal(np.stack([pose.subset for pose in result.poses]), expected["subset"])
+    for name, field in (("body", "candidate"), ("hands", "hands"), ("faces", "faces")):
+        got = np.stack([getattr(pose, field) for pose in result.poses])
+        np.testing.assert_allclose(got, expected[name], atol=1e-6, rtol=0)
+
+    handed = handed_frames[Path(output.pose_video)]
+    height, width = summary["draw_canvas_hw"]
+    size = tuple(summary["output_frame_wh"])
+    assert len(handed) == summary["output_video"]["frames"]
+    for index, frame in enumerate(handed):
+        theirs = np.asarray(Image.open(folder / f"expected/video_frames/{index:03d}.png").convert("RGB"))
+        upstream_pose = Pose(
+            expected["body"][index],
+            expected["subset"][index],
+            expected["hands"][index],
+            expected["faces"][index],
+            np.full((1, 6, 2), -1.0),
+        )
+        allowed = resized_footprint(clipped_primitives(upstream_pose, height, width), size)
+        assert_equal_off_clipped_primitives(frame, theirs, allowed)
+    _, facts = mp4.read(output.pose_video)
+    _, their_facts = mp4.read(folder / "expected/aligned_pose.mp4")
+    assert {key: facts[key] for key in ("size", "frames", "fps", "codec")} == {
+        key: their_facts[key] for key in ("size", "frames", "fps", "codec")
+    }
+
+
+@pytest.mark.golden
+def test_pose_align_mode_reaches_the_alignment(predictor, golden_dir, monkeypatch, recorded_alignments):
+    """With a reference whose ear is hidden, the two modes differ (upstream measures the face from the hidden
+    ear's raw coordinates) and each gives what align_poses gives in that mode."""
+    folder = golden_dir / "pose_align"
+    dicts = json.loads((folder / "inputs/pose_dicts.json").read_text())
+    dicts["reference"]["bodies"]["subset"][0][17] = -1
+    detector = StandInDetector(dicts)
+    monkeypatch.setattr(predictor.animator, "pose_model", detector)
+    for mode in ("fixed", "upstream"):
+        run(
+            predictor,
+            folder / "inputs/ref.png",
+            folder / "inputs/dance.mp4",
+            pose_align_mode=mode,
+            skip=0,
+            max_frames=2,
+            keep_audio=False,
+        )
+    fixed, upstream = recorded_alignments
+    assert fixed.scales["scale_face"] != upstream.scales["scale_face"]
+    sizes = (fixed.ref_size, fixed.video_size)
+    for result, parity in ((fixed, False), (upstream, True)):
+        assert (
+            result.scales
+            == align_poses(detector.reference, detector.frames[:2], *sizes, parity=parity).scales
+        )

@@ -2,9 +2,9 @@
 
 ``mode`` picks the branch: ``echo`` writes the inputs to a text file, ``frames`` yields ``count`` files one by
 one (iterator output), ``slow`` loops ``count`` times with a short sleep so a cancel can land mid-loop, and
-``fail`` raises ``ValueError`` with a message the client must see. ``image`` goes through the shared
-local-path check, as every predictor's file inputs do. The subclasses fail their setup, or stand in for the
-predictor when ``tools/run_predictor.py --fallback`` needs one.
+``fail`` raises ``ValueError`` with a message the client must see. ``predict`` goes through the shared Cog
+boundary and ``image`` through the shared local-path check, as every predictor's do. The subclasses fail their
+setup, or stand in for the predictor when ``tools/run_predictor.py --fallback`` needs one.
 """
 
 import json
@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 from cog import BasePredictor, Input, Path
 
-from predictors.common.errors import MissingWeightsError, WeightsError
+from predictors.common import boundary
+from predictors.common.errors import MissingWeightsError, WeightsError, excerpt
 from predictors.common.media import check_input_path
 
 
@@ -22,6 +23,7 @@ class Predictor(BasePredictor):
     def setup(self) -> None:
         self.out_dir = Path(tempfile.mkdtemp(prefix="echo-predictor-"))
 
+    @boundary.prediction
     def predict(
         self,
         text: str = Input(description="Text to echo; required."),
@@ -35,7 +37,7 @@ class Predictor(BasePredictor):
     ) -> Iterator[Path]:
         image_bytes = check_input_path(image, "image").stat().st_size if image is not None else None
         if mode == "fail":
-            raise ValueError(f"The echo predictor was asked to fail for {text!r}.")
+            raise ValueError(f"The echo predictor was asked to fail for {excerpt(text)}.")
         if mode == "slow":
             for step in range(count):
                 print(f"slow step {step + 1}/{count}", flush=True)
@@ -76,3 +78,10 @@ class ShoutingFallback(Predictor):
 
     def predict(self, **inputs) -> Iterator[Path]:
         return super().predict(**{**inputs, "shout": True})
+
+
+class BrokenDevice(Predictor):
+    """Its ``healthcheck()`` fails, as a real predictor's does once its GPU context is broken."""
+
+    def healthcheck(self) -> bool:
+        return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import struct
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from predictors.common import media
+from predictors.common import input_files, media
 from predictors.common.errors import InputError
 from predictors.common.media import Outputs, check_input_path, fit_size, load_image, resize, to_rgb
 
@@ -127,7 +126,7 @@ def test_16bit_grey_png_is_scaled_not_clipped(tmp_path):
     path = tmp_path / "grey16.png"
     Image.fromarray(values).save(path)
     assert Image.open(path).mode == "I;16"
-    pixels = np.asarray(load_image(path))
+    pixels = np.asarray(load_image(path, min_side=1))
     # 65535 -> 255 and 257*k -> k; clipping would have turned 1000 into 255.
     np.testing.assert_array_equal(pixels[0, :, 0], [0, 4, 128, 255])
     assert (pixels == pixels[..., :1]).all()
@@ -137,7 +136,7 @@ def test_16bit_rgb_png_is_scaled(tmp_path):
     samples = np.array([[[1000, 40000, 257], [0, 32896, 65535]]], dtype=">u2")
     raw = b"".join(b"\x00" + row.tobytes() for row in samples)
     path = _write(tmp_path / "rgb48.png", _png_bytes(2, 1, 16, 2, zlib.compress(raw)))
-    pixels = np.asarray(load_image(path)).astype(float)
+    pixels = np.asarray(load_image(path, min_side=1)).astype(float)
     np.testing.assert_allclose(pixels, samples.astype(float) / 257.0, atol=1.0)
 
 
@@ -149,7 +148,7 @@ def test_rgba_is_composited_onto_white(tmp_path):
     rgba[1, 1] = [0, 0, 255, 255]
     path = tmp_path / "rgba.png"
     Image.fromarray(rgba, mode="RGBA").save(path)
-    pixels = np.asarray(load_image(path)).astype(int)
+    pixels = np.asarray(load_image(path, min_side=1)).astype(int)
     np.testing.assert_array_equal(pixels[0, 0], [255, 0, 0])
     np.testing.assert_allclose(pixels[0, 1], [255, 127, 127], atol=1)
     np.testing.assert_array_equal(pixels[1, 0], [255, 255, 255])
@@ -163,7 +162,7 @@ def test_palette_with_transparency_is_composited_onto_white(tmp_path):
     path = tmp_path / "palette.png"
     image.save(path, transparency=0)
     assert Image.open(path).mode == "P"
-    pixels = np.asarray(load_image(path))
+    pixels = np.asarray(load_image(path, min_side=1))
     np.testing.assert_array_equal(pixels[0], [[255, 255, 255], [200, 30, 40]])
 
 
@@ -186,7 +185,7 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     exif[0x0112] = orientation
     path = tmp_path / f"orientation{orientation}.png"
     Image.fromarray(stored).save(path, exif=exif)
-    np.testing.assert_array_equal(np.asarray(load_image(path)), EXIF_DISPLAY[orientation](stored))
+    np.testing.assert_array_equal(np.asarray(load_image(path, min_side=1)), EXIF_DISPLAY[orientation](stored))
 
 
 def test_exif_orientation_in_a_camera_jpeg(tmp_path):
@@ -350,7 +349,7 @@ def test_local_paths_are_allowed_when_the_setting_is_off(tmp_path):
     path = tmp_path / "local.png"
     Image.new("RGB", (8, 8), (9, 9, 9)).save(path)
     assert check_input_path(str(path), "image") == path
-    assert load_image(path).getpixel((0, 0)) == (9, 9, 9)
+    assert load_image(path, min_side=1).getpixel((0, 0)) == (9, 9, 9)
 
 
 @pytest.mark.parametrize("value", ["/etc/passwd", "weights/nst/vgg19.pth", "file:///etc/passwd"])
@@ -380,16 +379,71 @@ def test_refusal_sees_through_links_and_subdirectories(monkeypatch, tmp_path):
         check_input_path(nested, "image")
 
 
-def test_a_data_uri_downloaded_by_cog_is_accepted(monkeypatch):
-    from cog.types import Path as CogPath
-
+def test_only_files_fetched_for_the_running_prediction_are_accepted(monkeypatch):
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), (10, 200, 30)).save(buffer, "PNG")
-    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    downloaded = CogPath.validate(uri).convert()  # what coglet does before calling predict()
+    monkeypatch.setenv(media.REJECT_LOCAL_PATHS_ENV, "1")
+    with input_files.prediction_files() as files:
+        mine = files.save(io.BytesIO(buffer.getvalue()), "photo.png", "input image")
+        assert check_input_path(mine, "image") == mine
+        assert load_image(mine, min_side=1).getpixel((0, 0)) == (10, 200, 30)
+    # Once the prediction is over its file is gone and its path names nothing the next one may read.
+    assert not mine.exists()
+    with pytest.raises(InputError, match="a path on the server"):
+        check_input_path(mine, "image")
+
+
+def test_another_requests_download_left_in_the_temp_directory_is_refused(monkeypatch):
+    # Cog names its downloads tmp<random><name> directly in the temp directory; one left behind by another
+    # request must not be readable by naming it, even while a prediction of our own is running.
+    monkeypatch.setenv(media.REJECT_LOCAL_PATHS_ENV, "1")
+    with tempfile.NamedTemporaryFile(suffix="file.png", delete=False) as handle:
+        Image.new("RGB", (16, 16), (1, 2, 3)).save(handle, "PNG")
     try:
-        monkeypatch.setenv(media.REJECT_LOCAL_PATHS_ENV, "1")
-        assert check_input_path(downloaded, "image") == Path(downloaded)
-        assert load_image(downloaded).getpixel((0, 0)) == (10, 200, 30)
+        with input_files.prediction_files(), pytest.raises(InputError, match="a path on the server"):
+            load_image(handle.name)
     finally:
-        os.unlink(downloaded)
+        os.unlink(handle.name)
+
+
+def test_a_huge_path_is_not_echoed_back(monkeypatch):
+    monkeypatch.setenv(media.REJECT_LOCAL_PATHS_ENV, "1")
+    with pytest.raises(InputError) as info:
+        check_input_path("/x" * 500_000, "image")
+    assert len(str(info.value)) < 200 and "(1000002 characters)" in str(info.value)
+
+
+# ---- size limits and formats ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ((40000, 1), "each side must be at least 16 pixels"),
+        ((4000, 300), "long side is more than 10 times its short side"),
+        ((20, 20000), "long side is more than 10 times its short side"),
+        ((12, 64), "each side must be at least 16 pixels"),
+        ((9000, 5000), "more than the 40.0 MP limit"),
+    ],
+)
+def test_sizes_outside_the_limits_are_refused_from_the_header(tmp_path, size, message):
+    path = _write(tmp_path / "odd.png", _png_bytes(*size, 8, 2, idat=None))
+    with pytest.raises(InputError, match=message) as info:
+        load_image(path, what="style image 3")
+    assert str(info.value).startswith(f"The style image 3 is {size[0]}x{size[1]} pixels")
+
+
+def test_the_limits_are_inclusive(tmp_path):
+    path = tmp_path / "edge.png"
+    Image.new("RGB", (160, 16)).save(path)
+    assert load_image(path).size == (160, 16)
+
+
+def test_formats_outside_the_list_are_not_opened(tmp_path):
+    # A valid EPS (which Pillow would hand to Ghostscript) and a valid PPM are both refused unread.
+    eps = _write(tmp_path / "a.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n")
+    ppm = tmp_path / "a.ppm"
+    Image.new("RGB", (16, 16)).save(ppm)
+    for path in (eps, ppm):
+        with pytest.raises(InputError, match="not a picture file we can read"):
+            load_image(path)

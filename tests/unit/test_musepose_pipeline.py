@@ -16,6 +16,7 @@ from predictors.musepose.pipeline import (
     padding_repeats,
     to_output_frames,
 )
+from tests.upstream import upstream_uniform_windows
 
 
 def test_frame_plan_skip_and_length():
@@ -55,29 +56,11 @@ def test_padding_repeats(length, window, overlap, repeats):
     assert padding_repeats(length, window, overlap) == repeats
 
 
-def upstream_uniform_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
-    """MusePose's "uniform" context scheduler as test_stage_2 drives it: step 0 (no offset), context stride
-    1, closed_loop=False."""
-    if frames <= window:
-        return [list(range(frames))]
-    stride = min(1, int(np.ceil(np.log2(frames / window))) + 1)
-    return [
-        [index % frames for index in range(start, start + window * step, step)]
-        for step in 1 << np.arange(stride)
-        for start in range(0, frames - overlap, window * step - overlap)
-    ]
-
-
 @pytest.mark.parametrize(("window", "overlap"), [(2, 0), (3, 0), (3, 2), (4, 1), (5, 4), (8, 3), (48, 4)])
 def test_windows_equal_upstreams_scheduler_for_any_length(window, overlap):
     # Unpadded lengths included: there upstream wraps the last window around, and so do we.
     for frames in range(1, 3 * window + 2):
         assert context_windows(frames, window, overlap) == upstream_uniform_windows(frames, window, overlap)
-
-
-def test_windows_of_the_golden_case():
-    assert context_windows(7, 4, 1) == [[0, 1, 2, 3], [3, 4, 5, 6]]
-    assert context_windows(3, 4, 1) == [[0, 1, 2]]
 
 
 @pytest.mark.parametrize("length", range(1, 40))

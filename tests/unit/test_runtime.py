@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 import weakref
 
@@ -20,6 +21,7 @@ from predictors.common.runtime import (
     select_device,
     select_dtype,
 )
+from tests.conftest import REPO_ROOT
 from tests.replicate_progress import PATTERN, progress_lines
 
 
@@ -314,3 +316,40 @@ def test_real_cuda_oom_is_recovered():
     assert torch.cuda.memory_allocated(device) == baseline
     with oom_guard("unused"):
         assert torch.ones(256, device=device).sum().item() == 256
+
+
+def test_a_working_device_passes_the_health_check():
+    assert runtime.device_works(torch.device("cpu")) is True
+
+
+def test_a_device_that_cannot_compute_fails_the_health_check(caplog):
+    # The meta device has no storage: reading a result raises, as every call does on a broken CUDA context.
+    assert runtime.device_works(torch.device("meta")) is False
+    assert "failed a health check" in caplog.text
+
+
+CUDA_CONTEXT_BREAKER = """
+import torch
+from predictors.common import runtime
+from tests.conftest import REPO_ROOT
+device = torch.device("cuda")
+assert runtime.device_works(device)
+try:
+    torch.ones(4, device=device)[torch.tensor([10], device=device)].sum().item()  # device-side assert
+except RuntimeError:
+    pass
+print("healthy" if runtime.device_works(device) else "broken")
+"""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_context_broken_by_a_device_side_assert_fails_the_health_check():
+    # In a child process: a device-side assert leaves the whole process's CUDA context unusable.
+    done = subprocess.run(
+        [sys.executable, "-c", CUDA_CONTEXT_BREAKER],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "broken", done.stderr[-2000:]

@@ -284,3 +284,37 @@ def test_writer_with_a_missing_audio_source(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         VideoWriter(out, 24, audio_source=tmp_path / "missing.mp4")
     assert not out.exists()
+
+
+def test_a_playlist_posing_as_a_video_does_not_read_other_files(tmp_path):
+    # FFmpeg's HLS demuxer would follow this playlist to another local file (one of another request, say)
+    # and decode it as if it were the upload.
+    elsewhere = make_clip(tmp_path / "someone-elses.mp4", frames=4)
+    playlist = tmp_path / "input-2.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.0,\n{elsewhere}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(InputError, match="The video could not be opened"):
+        probe(playlist)
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "suffix"),
+    [
+        ("matroska", "libx264", ".mkv"),
+        ("webm", "libvpx-vp9", ".webm"),
+        ("avi", "mpeg4", ".avi"),
+        ("mov", "libx264", ".mov"),
+    ],
+)
+def test_the_accepted_containers_open(tmp_path, container, codec, suffix):
+    path = tmp_path / f"clip{suffix}"
+    with av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream(codec, rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(3):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((48, 64, 3), 60 + 10 * index, np.uint8), format="rgb24"
+            )
+            frame.pts = index
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode())
+    assert probe(path).frame_count == 3

@@ -21,6 +21,10 @@ from onnx import TensorProto, helper, numpy_helper
 from predictors.common.dwpose.keypoints import FLIP_INDICES
 
 OPSET = 17
+# The IR version onnx 1.12 wrote with opset 17. ``helper.make_model`` stamps the installed onnx's newest IR
+# instead (14 for onnx 1.23), which the images' onnxruntime-gpu 1.31 refuses ("Unsupported model IR
+# version"); the real files, exported in 2023, carry IR 9 at most.
+IR_VERSION = 8
 DETECTOR_DEST = "dwpose/yolox_l.onnx"
 POSE_DEST = "dwpose/dw-ll_ucoco_384.onnx"
 ANCHORS = 80 * 80 + 40 * 40 + 20 * 20
@@ -80,6 +84,7 @@ def _zero_of(input_name: str, prefix: str, nodes: list, inits: list, rank: int) 
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
+    model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

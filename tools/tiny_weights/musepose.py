@@ -107,13 +107,13 @@ FULL_IMAGE_ENCODER_CONFIG = {
 DEAD_ELEMENTS = 1 << 18
 
 
-def release_state_dicts(seed: int) -> dict[str, dict[str, torch.Tensor]]:
-    """The four release dicts (float32, random), keyed by file stem."""
+def release_state_dicts(seed: int, unet_config: dict = UNET_CONFIG) -> dict[str, dict[str, torch.Tensor]]:
+    """The four release dicts (float32, random) for ``unet_config``, keyed by file stem."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        denoising = build_denoising_unet(UNET_CONFIG, UNET_ADDITIONAL_KWARGS)
-        reference = build_reference_unet(UNET_CONFIG)
-        guider = build_pose_guider(UNET_CONFIG["block_out_channels"][0], POSE_GUIDER_BLOCKS)
+        denoising = build_denoising_unet(unet_config, UNET_ADDITIONAL_KWARGS)
+        reference = build_reference_unet(unet_config)
+        guider = build_pose_guider(unet_config["block_out_channels"][0], POSE_GUIDER_BLOCKS)
     state = denoising.state_dict()
     motion = {key: value for key, value in state.items() if "motion_modules" in key}
     for name, module in denoising.named_modules():
@@ -148,12 +148,13 @@ def _write_config(path: Path, config: dict) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def write(root: Path, seed: int) -> None:
+def write(root: Path, seed: int, unet_config: dict = UNET_CONFIG) -> None:
+    """The tiny set; another ``unet_config`` (other widths, heads) writes a set that follows it."""
     base = root / ROOT
     (base / "MusePose").mkdir(parents=True, exist_ok=True)
-    for stem, state in _share_one_buffer(release_state_dicts(seed)).items():
+    for stem, state in _share_one_buffer(release_state_dicts(seed, unet_config)).items():
         torch.save(state, base / "MusePose" / f"{stem}.pth")
-    _write_config(base / "sd-image-variations-diffusers/unet/config.json", UNET_CONFIG)
+    _write_config(base / "sd-image-variations-diffusers/unet/config.json", unet_config)
 
     with torch.random.fork_rng():
         torch.manual_seed(seed + 1)
