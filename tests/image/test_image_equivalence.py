@@ -6,8 +6,8 @@ real Cog server started from that copy by that venv with the config's ``predict`
 predicts on tiny weights with the inputs tools/smoke.py sends. A requirement that an image file lacks, or a
 module that the context lacks, fails at setup; both cases are shown below.
 
-The venvs (about 2 GB each, one per requirement file) are cached under ~/.cache/triptych/image-venvs. Building one takes
-minutes, so the first run of this module is slow and later runs reuse them.
+The venvs (about 2 GB each, one per requirement file) are cached under ~/.cache/triptych/image-venvs. Building
+one takes minutes, so the first run of this module is slow and later runs, from any clone, reuse them.
 """
 
 from __future__ import annotations
