@@ -158,3 +158,20 @@ def stage_2(
         )
         output = (scaled.permute(0, 2, 3, 1) * 255).numpy().astype(np.uint8)
     return latents, output
+
+
+def assert_frames_equal_stock_unet(denoising, stock, sample, context, pose) -> None:
+    """With its temporal layers silenced, the UNet3D equals diffusers' UNet2D frame by frame, the pose
+    features added after ``conv_in`` as upstream's UNet3D adds them ([B, C, F, H, W] inputs, timestep 500)."""
+    with torch.no_grad():
+        ours = denoising(sample, 500, context, pose)
+        for b in range(sample.shape[0]):
+            for f in range(sample.shape[2]):
+                hook = stock.conv_in.register_forward_hook(lambda m, i, o, p=pose[b : b + 1, :, f]: o + p)
+                try:
+                    frame = stock(
+                        sample[b : b + 1, :, f], 500, encoder_hidden_states=context[b : b + 1]
+                    ).sample
+                finally:
+                    hook.remove()
+                torch.testing.assert_close(ours[b : b + 1, :, f], frame, atol=2e-5, rtol=1e-4)

@@ -205,18 +205,7 @@ def test_spatial_layers_are_the_2d_unet_frame_by_frame(case):
     sample = torch.randn(2, 4, 2, h, w, generator=generator)
     context = torch.randn(2, 1, config["cross_attention_dim"], generator=generator)
     pose = torch.randn(2, config["block_out_channels"][0], 2, h, w, generator=generator)
-    with torch.no_grad():
-        ours = denoising(sample, 500, context, pose)
-        for b in range(2):
-            for f in range(2):
-                hook = stock.conv_in.register_forward_hook(lambda m, i, o, p=pose[b : b + 1, :, f]: o + p)
-                try:
-                    frame = stock(
-                        sample[b : b + 1, :, f], 500, encoder_hidden_states=context[b : b + 1]
-                    ).sample
-                finally:
-                    hook.remove()
-                torch.testing.assert_close(ours[b : b + 1, :, f], frame, atol=2e-5, rtol=1e-4)
+    upstream.assert_frames_equal_stock_unet(denoising, stock, sample, context, pose)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: f"seed{case.seed}")

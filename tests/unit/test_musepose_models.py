@@ -22,6 +22,7 @@ from predictors.musepose.models import (
 from predictors.musepose.models.motion_module import sinusoidal_table
 from predictors.musepose.models.reference_attention import ReferenceReader
 from predictors.musepose.pipeline import POSE_GUIDER_BLOCKS, UNET_ADDITIONAL_KWARGS
+from tests import upstream
 from tools.tiny_weights.musepose import UNET_CONFIG
 
 
@@ -138,18 +139,7 @@ def test_spatial_layers_are_the_2d_unet_frame_by_frame(tiny_unets, size):
             module.proj_out.bias.data.zero_()
     try:
         sample, context, pose = _inputs(2, 3, *size)
-        with torch.no_grad():
-            ours = denoising(sample, 500, context, pose)
-            for b in range(2):
-                for f in range(3):
-                    hook = stock.conv_in.register_forward_hook(lambda m, i, o, p=pose[b : b + 1, :, f]: o + p)
-                    try:
-                        frame = stock(
-                            sample[b : b + 1, :, f], 500, encoder_hidden_states=context[b : b + 1]
-                        ).sample
-                    finally:
-                        hook.remove()
-                    torch.testing.assert_close(ours[b : b + 1, :, f], frame, atol=2e-5, rtol=1e-4)
+        upstream.assert_frames_equal_stock_unet(denoising, stock, sample, context, pose)
     finally:
         modules = dict(denoising.named_modules())
         for name, (weight, bias) in saved.items():
