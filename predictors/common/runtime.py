@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -38,6 +39,22 @@ DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a core's loop, the one shape every core hands to its ``on_step`` callback.
+
+    ``stage`` names the loop ("scale 1/2", "main", "detail", "denoise", ...); ``step`` counts from 1 to
+    ``total`` within it. A core may report more by subclassing (nst adds its losses)."""
+
+    stage: str
+    step: int
+    total: int
+
+
+StepCallback = Callable[[Progress], None]
+
 # Substrings of the RuntimeErrors CUDA, cuBLAS/cuDNN and MPS raise when an allocation fails.
 _OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
 
