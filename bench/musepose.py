@@ -24,7 +24,10 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,6 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from predictors.common.video import VideoWriter
+from predictors.musepose.allocator import keep_freed_memory
 from predictors.musepose.distributed import (
     DistributedPipeline,
     Team,
@@ -57,12 +61,12 @@ from predictors.musepose.models import (
     build_reference_unet,
     install_reference_readers,
     install_reference_writers,
+    reference_block_names,
 )
+from predictors.musepose.models.config import UNET_ADDITIONAL_KWARGS
+from predictors.musepose.models.loading import MusePoseModels
 from predictors.musepose.models.motion_module import PositionalEncoding, sinusoidal_table
 from predictors.musepose.pipeline import (
-    POSE_GUIDER_BLOCKS,
-    UNET_ADDITIONAL_KWARGS,
-    MusePoseModels,
     MusePosePipeline,
     ReferenceEncoding,
     context_windows,
@@ -88,24 +92,36 @@ DWPOSE_GFLOPS = 155.6 + 2 * 17.4
 
 
 def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Materialise a meta-built module on the CPU with cheap random weights (tiled from a small pool)."""
-    module = module.to_empty(device="cpu")
-    pool = torch.randn(1 << 20, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        for name, param in module.named_parameters():
+    """Materialise a meta-built module on the CPU with random weights that cost almost no memory.
+
+    Every weight matrix or kernel with the same fan-in is a view of one random pool scaled by fan-in ** -0.5,
+    so the full-size networks fit in a few hundred MB (the bench stays under 4 GB) while every layer keeps
+    its real shape: the kernels, and the scratch buffers they allocate, are the real ones.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    largest: dict[int, int] = {}
+    for param in module.parameters():
+        if param.ndim > 1:
+            fan_in = param[0].numel()
+            largest[fan_in] = max(largest.get(fan_in, 0), param.numel())
+    pools = {
+        fan_in: torch.randn(size, generator=generator).mul_(fan_in**-0.5) for fan_in, size in largest.items()
+    }
+    for submodule in module.modules():
+        for key, param in list(submodule.named_parameters(recurse=False)):
             if param.ndim > 1:
-                flat, scale = param.view(-1), param[0].numel() ** -0.5
-                for start in range(0, flat.numel(), pool.numel()):
-                    chunk = flat[start : start + pool.numel()]
-                    chunk.copy_(pool[: chunk.numel()] * scale)
+                value = pools[param[0].numel()][: param.numel()].view(param.shape)
             else:
-                param.fill_(1.0 if name.endswith("weight") else 0.0)
-        for submodule in module.modules():
-            if isinstance(submodule, PositionalEncoding):
-                submodule.pe = sinusoidal_table(*submodule.pe.shape[1:])
-        for name, buffer in module.named_buffers():
-            if name.endswith("position_ids"):  # CLIP's token indices
-                buffer.copy_(torch.arange(buffer.shape[-1]).expand_as(buffer))
+                value = torch.full(param.shape, 1.0 if key == "weight" else 0.0)
+            submodule._parameters[key] = torch.nn.Parameter(value, requires_grad=False)
+        for key, buffer in list(submodule.named_buffers(recurse=False)):
+            if key == "position_ids":  # CLIP's token indices
+                value = torch.arange(buffer.shape[-1]).expand(buffer.shape).contiguous()
+            else:
+                value = torch.zeros(buffer.shape, dtype=buffer.dtype)
+            submodule._buffers[key] = value
+        if isinstance(submodule, PositionalEncoding):
+            submodule.pe = sinusoidal_table(*submodule.pe.shape[1:])
     return module.eval().requires_grad_(False)
 
 
@@ -118,7 +134,7 @@ def meta_models(
             image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**encoder)),
             reference_unet=build_reference_unet(unet),
             denoising_unet=build_denoising_unet(unet, UNET_ADDITIONAL_KWARGS),
-            pose_guider=build_pose_guider(unet["block_out_channels"][0], POSE_GUIDER_BLOCKS),
+            pose_guider=build_pose_guider(unet),
         )
 
 
@@ -224,6 +240,161 @@ class PeakRss:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+# ------------------------------------------------------------------------- one denoising step, upstream
+#
+# A denoising step of one window (a CFG pair): ours is the window's pose features and our UNet3D call;
+# upstream's is its own UNet3DConditionModel with its ReferenceAttentionControl reader (TMElyralab/MusePose,
+# ``--upstream`` names a checkout; its models need ``einops``), its pose features computed once per video.
+# Without a checkout, a stand-in: our UNet3D with upstream's reference attention (``UpstreamReader``), which
+# leaves out the cost of upstream's own layers. Both alternate in one process. Each allocator setting runs in
+# a fresh process of its own, because glibc's defaults cannot be put back once mallopt changed them:
+# "glibc defaults" is a plain process, "kept" applies predictors/musepose/allocator.py as the predictor does.
+# Page faults: ru_minflt of the process per step.
+
+ALLOCATORS = ("glibc defaults", "kept")
+Step = Callable[[], object]
+
+
+def _reference_features(
+    models: MusePoseModels, latent: int, context: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    reference = randomise(models.reference_unet, 2)
+    recorded = install_reference_writers(reference)
+    reference(torch.randn(1, 4, latent, latent), 0, context[1:])
+    models.reference_unet = reference.to("meta")
+    return dict(recorded)
+
+
+def our_step(size: int, window: int, context: torch.Tensor) -> Step:
+    latent = size // 8
+    models = meta_models()
+    features = _reference_features(models, latent, context)
+    unet, guider = randomise(models.denoising_unet, 5), randomise(models.pose_guider, 3)
+    bank = ReferenceBank()
+    install_reference_readers(unet, bank)
+    bank.load(features, first_half_unconditional=True)
+    sample, poses = torch.randn(2, 4, window, latent, latent), torch.rand(window, 3, size, size)
+    # Ours recomputes the window's pose features at every step.
+    return lambda: unet(
+        sample, 999, context, guider(poses).transpose(0, 1).unsqueeze(0).repeat(2, 1, 1, 1, 1)
+    )
+
+
+def standin_step(size: int, window: int, context: torch.Tensor) -> Step:
+    latent = size // 8
+    models = meta_models()
+    features = _reference_features(models, latent, context)
+    unet = randomise(models.denoising_unet, 5)
+    bank = ReferenceBank()
+    bank.load(features, first_half_unconditional=True)
+    modules = dict(unet.named_modules())
+    for name in reference_block_names(unet):
+        modules[name].attn1.set_processor(UpstreamReader(bank, name))
+    sample, pose = torch.randn(2, 4, window, latent, latent), torch.randn(2, 320, window, latent, latent)
+    return lambda: unet(sample, 999, context, pose)
+
+
+def upstream_step(size: int, window: int, context: torch.Tensor, checkout: str) -> Step:
+    """Upstream's UNet3D built as its ``from_pretrained_2d`` builds it; its reader's banks (2 CFG rows of the
+    reference's tokens, as its writer records them) are random, of the shapes the blocks see."""
+    sys.path.insert(0, checkout)
+    from musepose.models.attention import TemporalBasicTransformerBlock
+    from musepose.models.mutual_self_attention import ReferenceAttentionControl
+    from musepose.models.unet_3d import UNet3DConditionModel
+
+    config = {
+        **FULL_UNET_CONFIG,
+        "_class_name": "UNet3DConditionModel",
+        "down_block_types": ["CrossAttnDownBlock3D"] * 3 + ["DownBlock3D"],
+        "up_block_types": ["UpBlock3D"] + ["CrossAttnUpBlock3D"] * 3,
+        "mid_block_type": "UNetMidBlock3DCrossAttn",
+    }
+    with torch.device("meta"):
+        unet = UNet3DConditionModel.from_config(config, **UNET_ADDITIONAL_KWARGS)
+    unet = randomise(unet, 5)
+    ReferenceAttentionControl(unet, do_classifier_free_guidance=True, mode="read", fusion_blocks="full")
+    latent = size // 8
+    sample, pose = torch.randn(2, 4, window, latent, latent), torch.randn(2, 320, window, latent, latent)
+    blocks = [module for module in unet.modules() if isinstance(module, TemporalBasicTransformerBlock)]
+    shapes = {}
+    hooks = [
+        block.norm1.register_forward_hook(
+            lambda _m, _i, out, block=block: shapes.__setitem__(block, out.shape)
+        )
+        for block in blocks
+    ]
+    unet(sample, 999, encoder_hidden_states=context, pose_cond_fea=pose)  # empty banks: learns the shapes
+    for hook in hooks:
+        hook.remove()
+    for block in blocks:
+        block.bank = [torch.randn(2, *shapes[block][1:]).half().float()]
+    return lambda: unet(sample, 999, encoder_hidden_states=context, pose_cond_fea=pose, return_dict=False)
+
+
+def step_times(
+    size: int, window: int, repeats: int, checkout: str | None
+) -> dict[str, list[tuple[float, float, int]]]:
+    """(CPU seconds, of which system, minor page faults) per step, ours and upstream's alternating, after one
+    warm-up each."""
+    context = torch.randn(2, 1, 768, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[tuple[float, float, int]]] = {"upstream": [], "ours": []}
+    with torch.no_grad():
+        steps = {
+            "upstream": upstream_step(size, window, context, checkout)
+            if checkout
+            else standin_step(size, window, context),
+            "ours": our_step(size, window, context),
+        }
+        for step in steps.values():
+            step()
+        for _ in range(repeats):
+            for which, step in steps.items():
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                step()
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                times[which].append(
+                    (
+                        after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+                        after.ru_stime - before.ru_stime,
+                        after.ru_minflt - before.ru_minflt,
+                    )
+                )
+    return times
+
+
+def step_process(allocator: str, size: int, window: int, repeats: int, checkout: str | None) -> None:
+    """The child's side: apply ``allocator``, measure, print the times as one JSON line."""
+    torch.set_num_threads(1)
+    if allocator == "kept" and not keep_freed_memory():
+        raise SystemExit("the allocator settings could not be applied (not glibc?)")
+    print(json.dumps(step_times(size, window, repeats, checkout)))
+
+
+def print_step_rows(size: int, window: int, repeats: int, checkout: str | None) -> None:
+    """Runs one child process per allocator setting and prints their rows."""
+    upstream = (
+        f"upstream's code ({checkout})" if checkout else "a stand-in for upstream (no --upstream given)"
+    )
+    print(
+        f"\nOne denoising step ({window}-frame window, CFG pair, {size}x{size}, full-size random weights),"
+        f" CPU process time, 1 thread, {upstream} and ours alternating, medians of n={repeats}:"
+    )
+    print(
+        f"{'allocator':16s} {'':8s} {'CPU s':>7s} {'sys s':>6s} {'faults':>8s}"
+        f"   {'upstream / ours (CPU s)':>23s}"
+    )
+    for allocator in ALLOCATORS:
+        command = [sys.executable, "-m", "bench.musepose", "--step-process", allocator]
+        command += ["--size", str(size), "--window", str(window), "--repeats", str(repeats)]
+        command += ["--upstream", checkout] if checkout else []
+        output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+        times = json.loads(output.strip().splitlines()[-1])
+        medians = {which: np.median(np.array(rows), axis=0) for which, rows in times.items()}
+        for which, (seconds, system, faults) in medians.items():
+            ratio = f"{medians['upstream'][0] / seconds:22.2f}x" if which == "ours" else ""
+            print(f"{allocator:16s} {which:8s} {seconds:7.2f} {system:6.2f} {faults:8.0f}   {ratio}")
 
 
 # ------------------------------------------------------------------------------------------ several GPUs
@@ -396,13 +567,12 @@ def measure_ranks(
     ReferenceNet per rank against broadcasting its features."""
     dtype = torch.float16 if devices[0].type == "cuda" else torch.float32
     build = partial(random_pipeline, widths, dtype)
-    log = logging.getLogger("predictors.bench")
-    team = Team(build, devices, log)
+    team = Team(build, devices)
     team.start()
     try:
         single = build(devices[0])
         team.wait_ready()
-        together = DistributedPipeline(single, team, log)
+        together = DistributedPipeline(single, team)
         rng = np.random.default_rng(0)
         poses = rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
         clip = single.models.image_encoder.config.projection_dim
@@ -479,12 +649,24 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--overlap", type=int, default=1)
     parser.add_argument("--frames", type=int, nargs="+", default=[4, 10, 19])
+    parser.add_argument("--repeats", type=int, default=5, help="n of the denoising-step rows")
     parser.add_argument(
         "--several-gpus", action="store_true", help="only the cost model and the several-GPU section"
     )
+    parser.add_argument("--steps", action="store_true", help="only the denoising-step rows")
+    parser.add_argument(
+        "--upstream", help="a TMElyralab/MusePose checkout for the denoising-step rows (needs einops)"
+    )
+    parser.add_argument("--step-process", choices=ALLOCATORS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
+    if args.step_process:
+        step_process(args.step_process, args.size, args.window, args.repeats, args.upstream)
+        return
+    print_step_rows(args.size, args.window, args.repeats, args.upstream)
+    if args.steps:
+        return
 
     print(f"Cost model at {REAL_SIZE}x{REAL_SIZE}, window {REAL_WINDOW}, CFG (GFLOPs):")
     print(f"{'component':40s} {'ours':>10s} {'upstream':>10s} {'ratio':>6s}")

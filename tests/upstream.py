@@ -15,7 +15,9 @@ from diffusers.models.attention_processor import AttnProcessor
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-from predictors.musepose.pipeline import SCHEDULER_KWARGS, MusePoseModels, resize_horizontal_first
+from predictors.musepose.models.config import SCHEDULER_KWARGS
+from predictors.musepose.models.loading import MusePoseModels
+from predictors.musepose.pipeline import resize_horizontal_first
 
 LATENT_SCALE = 0.18215
 

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from predictors.common.errors import WeightsError
 from predictors.musepose.models import build_denoising_unet, build_pose_guider, build_reference_unet
-from predictors.musepose.pipeline import POSE_GUIDER_BLOCKS, UNET_ADDITIONAL_KWARGS
+from predictors.musepose.models.config import UNET_ADDITIONAL_KWARGS
 
 CONFIG_INPUT = "musepose_unet_config"
 PE_SUFFIX = ".pe"
@@ -73,7 +73,7 @@ def expected_contents(unet_config: Mapping) -> dict[str, Expected]:
     with torch.device("meta"):
         denoising = build_denoising_unet(unet_config, UNET_ADDITIONAL_KWARGS)
         reference = build_reference_unet(unet_config)
-        guider = build_pose_guider(unet_config["block_out_channels"][0], POSE_GUIDER_BLOCKS)
+        guider = build_pose_guider(unet_config)
 
     def shapes(items) -> Shapes:
         return {name: tuple(tensor.shape) for name, tensor in items}

@@ -66,13 +66,10 @@ import torch.distributed as dist
 import torch.multiprocessing
 
 from predictors.common.errors import TriptychError
-from predictors.musepose.pipeline import (
-    VAE_FACTOR,
-    MusePosePipeline,
-    ReferenceEncoding,
-    context_windows,
-    load_models,
-)
+from predictors.common.runtime import StepCallback
+from predictors.musepose.allocator import keep_freed_memory
+from predictors.musepose.models.loading import load_models
+from predictors.musepose.pipeline import VAE_FACTOR, MusePosePipeline, ReferenceEncoding, context_windows
 
 RANKS_ENV = "TRIPTYCH_MUSEPOSE_RANKS"
 # Waits are sliced: a collective is polled every POLL_SECONDS (rank 0 checks that its workers live between
@@ -86,6 +83,8 @@ GROUP_TIMEOUT = datetime.timedelta(minutes=30)
 EXIT_GRACE_SECONDS = 10.0
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -285,7 +284,9 @@ class DenoiseJob:
             settings=settings,
         )
 
-    def run(self, pipeline: MusePosePipeline, share: Share) -> torch.Tensor:
+    def run(
+        self, pipeline: MusePosePipeline, share: Share, on_step: StepCallback | None = None
+    ) -> torch.Tensor:
         device, dtype = pipeline.device, pipeline.dtype
         encoding = ReferenceEncoding(
             clip_embeds=self.clip_embeds.to(device, dtype), latents=self.reference_latents.to(device, dtype)
@@ -296,6 +297,7 @@ class DenoiseJob:
             encoding,
             generator=generator,
             share=share,
+            on_step=on_step,
             **self.settings,
         )
 
@@ -331,7 +333,12 @@ class DecodeJob:
 
 
 def build_pipeline(files: dict[str, Path], dtype: torch.dtype, device: torch.device) -> MusePosePipeline:
-    """The one-GPU pipeline: models loaded from ``files`` (``load_models``' arguments) onto ``device``."""
+    """The one-GPU pipeline: models loaded from ``files`` (``load_models``' arguments) onto ``device``.
+
+    Every rank's process builds its pipeline here; on the CPU it first keeps glibc from unmapping the
+    convolutions' scratch buffers after every call (``allocator``)."""
+    if device.type == "cpu":
+        keep_freed_memory()
     return MusePosePipeline(load_models(**files).to(device, dtype), device, dtype)
 
 
@@ -431,9 +438,8 @@ class Team:
         self,
         build: Callable[[torch.device], MusePosePipeline],
         devices: Sequence[torch.device],
-        logger: logging.Logger,
     ):
-        self.build, self.devices, self.log = build, list(devices), logger
+        self.build, self.devices = build, list(devices)
         self.ranks = len(self.devices)
         self.backend = "nccl" if self.devices[0].type == "cuda" else "gloo"
         self.unit = "GPU" if self.backend == "nccl" else "process"
@@ -473,7 +479,7 @@ class Team:
             self._reply(worker, "ready")
         _init_group(self.backend, self.store.port, 0, self.ranks, self.devices[0], store=self.store)
         self.ready = True
-        self.log.info(
+        log.info(
             "MusePose runs on %d %s(s): rank 0 in this process, %d worker process(es) on %s.",
             self.ranks,
             self.unit,
@@ -566,7 +572,7 @@ class Team:
 
     def _execute(self, job: DenoiseJob | DecodeJob, local: Callable[[Share], T]) -> T:
         if not self.workers:
-            self.log.info("Starting the MusePose workers again.")
+            log.info("Starting the MusePose workers again.")
             self.start()
             self.wait_ready()
         self.calls, self.outcomes = [], []
@@ -600,8 +606,8 @@ class DistributedPipeline:
     """The calls of ``MusePosePipeline`` that ``animate.Animator`` makes, with denoise and decode run by a
     team of ranks; the reference encoding stays on rank 0 (one CLIP and one VAE call)."""
 
-    def __init__(self, local: MusePosePipeline, team: Team, logger: logging.Logger):
-        self.local, self.team, self.log = local, team, logger
+    def __init__(self, local: MusePosePipeline, team: Team):
+        self.local, self.team = local, team
         self.unet_calls: list[int] = []  # per rank, in the last denoise (also a stopped one)
 
     def encode_reference(self, *args, **kwargs) -> ReferenceEncoding:
@@ -613,20 +619,20 @@ class DistributedPipeline:
         encoding: ReferenceEncoding,
         *,
         generator: torch.Generator,
+        on_step: StepCallback | None = None,
         **settings,
     ) -> torch.Tensor:
-        """``MusePosePipeline.denoise`` (same settings), each step's windows shared out over the ranks."""
+        """``MusePosePipeline.denoise`` (same settings), each step's windows shared out over the ranks;
+        ``on_step`` follows rank 0's UNet calls."""
         windows = context_windows(len(poses), settings["window"], settings["overlap"])
-        self.log.info(describe_split(windows, self.team.ranks, self.team.unit))
+        log.info(describe_split(windows, self.team.ranks, self.team.unit))
         job = DenoiseJob.create(poses, encoding, generator, settings)
         try:
-            return self._run(job, partial(job.run, self.local))
+            return self._run(job, partial(job.run, self.local, on_step=on_step))
         finally:
             self.unet_calls = self.team.calls
             if self.unet_calls:
-                self.log.info(
-                    "UNet calls per %s: %s.", self.team.unit, ", ".join(str(n) for n in self.unet_calls)
-                )
+                log.info("UNet calls per %s: %s.", self.team.unit, ", ".join(str(n) for n in self.unet_calls))
 
     def decode(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[torch.Tensor]:
         """``MusePosePipeline.decode``'s frames in order (chunks of at most ``chunk``), from all ranks."""
@@ -688,7 +694,7 @@ def _discard(frames: queue.Queue) -> None:
 
 
 def load_pipeline(
-    files: dict[str, Path], device: torch.device, dtype: torch.dtype, logger: logging.Logger
+    files: dict[str, Path], device: torch.device, dtype: torch.dtype
 ) -> MusePosePipeline | DistributedPipeline:
     """The pipeline for ``device``: one process, or a team when there are several ranks (``rank_devices``).
 
@@ -698,7 +704,7 @@ def load_pipeline(
     build = partial(build_pipeline, files, dtype)
     if len(devices) == 1:
         return build(device)
-    team = Team(build, devices, logger)
+    team = Team(build, devices)
     team.start()
     try:
         local = build(devices[0])
@@ -706,4 +712,4 @@ def load_pipeline(
     except BaseException:
         team._end()
         raise
-    return DistributedPipeline(local, team, logger)
+    return DistributedPipeline(local, team)

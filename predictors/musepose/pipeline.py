@@ -19,71 +19,25 @@ Conventions: images are PIL RGB; ``width``/``height`` are the generation size (m
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers import DDIMScheduler
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
-from safetensors.torch import load_file
-from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
+from transformers import CLIPImageProcessorPil
 
-from predictors.common.runtime import progress_bar
-from predictors.musepose.models import (
-    DenoisingUNet3D,
-    PoseGuider,
-    ReferenceBank,
-    build_denoising_unet,
-    build_pose_guider,
-    build_reference_unet,
-    install_reference_readers,
-    install_reference_writers,
-)
-from predictors.musepose.models.motion_module import PositionalEncoding, sinusoidal_table
+from predictors.common.runtime import Progress, StepCallback, progress_bar
+from predictors.musepose.models import ReferenceBank, install_reference_readers, install_reference_writers
+from predictors.musepose.models.config import SCHEDULER_KWARGS
+from predictors.musepose.models.loading import MusePoseModels
 
-if TYPE_CHECKING:
-    from predictors.musepose.distributed import Share
-
-# configs/inference_v2.yaml of MusePose: the UNet3D's extra settings and the sampler.
-UNET_ADDITIONAL_KWARGS = {
-    "use_inflated_groupnorm": True,
-    "unet_use_cross_frame_attention": False,
-    "unet_use_temporal_attention": False,
-    "use_motion_module": True,
-    "motion_module_resolutions": [1, 2, 4, 8],
-    "motion_module_mid_block": True,
-    "motion_module_decoder_only": False,
-    "motion_module_type": "Vanilla",
-    "motion_module_kwargs": {
-        "num_attention_heads": 8,
-        "num_transformer_block": 1,
-        "attention_block_types": ["Temporal_Self", "Temporal_Self"],
-        "temporal_position_encoding": True,
-        "temporal_position_encoding_max_len": 128,
-        "temporal_attention_dim_div": 1,
-    },
-}
-SCHEDULER_KWARGS = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "steps_offset": 1,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "timestep_spacing": "trailing",
-}
-POSE_GUIDER_BLOCKS = (16, 32, 96, 256)
-# The temporal position table has this many rows, so a window cannot be longer.
-MAX_WINDOW = UNET_ADDITIONAL_KWARGS["motion_module_kwargs"]["temporal_position_encoding_max_len"]
 LATENT_SCALE = 0.18215
 VAE_FACTOR = 8
 CLIP_SIZE = (224, 224)
@@ -92,18 +46,7 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Frame bookkeeping (test_stage_2.py + the "uniform" context scheduler), as pure functions.
-
-
-def frame_plan(source_frames: int, max_frames: int, skip: int) -> list[int]:
-    """Source indices used: every (skip+1)-th frame, ``min(max_frames, source_frames) // (skip+1)`` in all."""
-    length = min(max_frames, source_frames) // (skip + 1)
-    return list(range(0, source_frames, skip + 1))[:length]
-
-
-def output_fps(source_fps, skip: int) -> int:
-    """Upstream's fps: the source average rate floor-divided by (skip+1) (a Fraction floors to an int)."""
-    return int(source_fps // (skip + 1))
+# Window arithmetic (test_stage_2.py's padding + the "uniform" context scheduler), as pure functions.
 
 
 def padding_repeats(length: int, window: int, overlap: int) -> int:
@@ -123,77 +66,17 @@ def context_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Models
-
-
-@dataclass
-class MusePoseModels:
-    vae: AutoencoderKL
-    image_encoder: CLIPVisionModelWithProjection
-    reference_unet: torch.nn.Module
-    denoising_unet: DenoisingUNet3D
-    pose_guider: PoseGuider
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> MusePoseModels:
-        for module in (
-            self.vae,
-            self.image_encoder,
-            self.reference_unet,
-            self.denoising_unet,
-            self.pose_guider,
-        ):
-            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        return self
-
-
-def _load_strict(module: torch.nn.Module, *paths: Path) -> None:
-    """Fill a meta-built module from compact safetensors files, then rebuild the non-persistent pe tables."""
-    state = {}
-    for path in paths:
-        state.update(load_file(str(path)))
-    module.load_state_dict(state, strict=True, assign=True)
-    for submodule in module.modules():
-        if isinstance(submodule, PositionalEncoding):
-            max_len, channels = submodule.pe.shape[1:]
-            submodule.pe = sinusoidal_table(max_len, channels)
-
-
-def load_models(
-    *,
-    unet_config: Path,
-    denoising_unet: Path,
-    motion_module: Path,
-    reference_unet: Path,
-    pose_guider: Path,
-    vae: Path,
-    image_encoder: Path,
-) -> MusePoseModels:
-    """Build the networks on the meta device and fill them from the compact safetensors (nothing loads twice).
-
-    ``unet_config`` is sd-image-variations' ``unet/config.json``; its weights are not needed, because
-    MusePose's checkpoints replace every UNet tensor. ``vae`` and ``image_encoder`` are diffusers/transformers
-    folders.
-    """
-    config = json.loads(Path(unet_config).read_text())
-    with torch.device("meta"):
-        reference = build_reference_unet(config)
-        denoising = build_denoising_unet(config, UNET_ADDITIONAL_KWARGS)
-        guider = build_pose_guider(config["block_out_channels"][0], POSE_GUIDER_BLOCKS)
-    _load_strict(reference, reference_unet)
-    _load_strict(denoising, denoising_unet, motion_module)
-    _load_strict(guider, pose_guider)
-    return MusePoseModels(
-        # The release layout ships .bin files (the manifest names them); no safetensors lookup first.
-        vae=AutoencoderKL.from_pretrained(vae, use_safetensors=False),
-        image_encoder=CLIPVisionModelWithProjection.from_pretrained(image_encoder, use_safetensors=False),
-        reference_unet=reference,
-        denoising_unet=denoising,
-        pose_guider=guider,
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The pipeline
+
+
+class WindowShare(Protocol):
+    """This process's part of a denoising run shared by several processes (``distributed.Share``)."""
+
+    def assigned(self, windows: Sequence[Sequence[int]]) -> Sequence[Sequence[int]]:
+        """The windows this process runs (their frame ids)."""
+
+    def combine(self, prediction: torch.Tensor, visits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and visits summed over all processes."""
 
 
 @dataclass(frozen=True)
@@ -320,13 +203,15 @@ class MusePosePipeline:
         overlap: int,
         generator: torch.Generator,
         reference_features: dict[str, torch.Tensor] | None = None,
-        share: Share | None = None,
+        share: WindowShare | None = None,
+        on_step: StepCallback | None = None,
     ) -> torch.Tensor:
         """Latents [1, 4, N, h, w] for the N (already padded) resized pose frames ``poses`` [N, H, W, 3].
 
         ``reference_features`` (from ``record_reference``) may be passed to reuse the ReferenceNet's work for
         several videos of the same reference; by default the ReferenceNet runs once here. One progress bar
-        counts the denoising-UNet calls (steps x windows).
+        counts the denoising-UNet calls (steps x windows); ``on_step`` gets a ``Progress("denoise", ...)``
+        after each of them.
 
         ``share``: when several processes denoise together (``distributed``), this process runs only its
         share of each step's windows (and its bar counts those), and the share sums the predictions and
@@ -338,7 +223,6 @@ class MusePosePipeline:
         scheduler.set_timesteps(steps, device=self.device)
         latents = latents * scheduler.init_noise_sigma
         use_cfg = guidance > 1.0
-        rows = 2 if use_cfg else 1
         context = encoding.clip_embeds
         if use_cfg:
             context = torch.cat([torch.zeros_like(context), context])
@@ -350,37 +234,21 @@ class MusePosePipeline:
         calls = len(scheduler.timesteps) * len(assigned)
         log.info(
             "Denoising %d frames in %d window(s) of %d (overlap %d), %d steps: %d UNet calls.",
-            frames,
-            len(windows),
-            window,
-            overlap,
-            len(scheduler.timesteps),
-            calls,
+            *(frames, len(windows), window, overlap, len(scheduler.timesteps), calls),
         )
         started = time.perf_counter()
         try:
             with progress_bar(calls) as bar:
+
+                def called() -> None:
+                    bar.update(1)
+                    if on_step is not None:
+                        on_step(Progress("denoise", bar.n, calls))
+
                 for timestep in scheduler.timesteps:
-                    prediction = torch.zeros(
-                        (rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype
+                    prediction = self._prediction(
+                        latents, timestep, scheduler, poses, context, guidance, assigned, share, called
                     )
-                    visits = torch.zeros((1, 1, frames, 1, 1), device=self.device, dtype=latents.dtype)
-                    for frame_ids in assigned:
-                        sample = scheduler.scale_model_input(
-                            latents[:, :, frame_ids].repeat(rows, 1, 1, 1, 1), timestep
-                        )
-                        pose = self.pose_features(poses[frame_ids]).repeat(rows, 1, 1, 1, 1)
-                        prediction[:, :, frame_ids] += self.models.denoising_unet(
-                            sample, timestep, context, pose
-                        )
-                        visits[:, :, frame_ids] += 1
-                        bar.update(1)
-                    if share is not None:
-                        prediction, visits = share.combine(prediction, visits)
-                    prediction = prediction / visits
-                    if use_cfg:
-                        unconditional, conditional = prediction.chunk(2)
-                        prediction = unconditional + guidance * (conditional - unconditional)
                     latents = scheduler.step(
                         prediction, timestep, latents, eta=0.0, generator=generator
                     ).prev_sample
@@ -388,6 +256,37 @@ class MusePosePipeline:
             self.bank.clear()
         log.info("Denoising done in %.1f s.", time.perf_counter() - started)
         return latents
+
+    def _prediction(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        scheduler: DDIMScheduler,
+        poses: np.ndarray,
+        context: torch.Tensor,
+        guidance: float,
+        assigned: Iterable[Sequence[int]],
+        share: WindowShare | None,
+        called: Callable[[], None],
+    ) -> torch.Tensor:
+        """One step's prediction: the windows' predictions averaged per frame (over all processes with a
+        ``share``), then guided when the context is a CFG pair [unconditional, conditional]."""
+        rows, frames = context.shape[0], latents.shape[2]
+        prediction = torch.zeros((rows, *latents.shape[1:]), device=self.device, dtype=latents.dtype)
+        visits = torch.zeros((1, 1, frames, 1, 1), device=self.device, dtype=latents.dtype)
+        for frame_ids in assigned:
+            sample = scheduler.scale_model_input(latents[:, :, frame_ids].repeat(rows, 1, 1, 1, 1), timestep)
+            pose = self.pose_features(poses[frame_ids]).repeat(rows, 1, 1, 1, 1)
+            prediction[:, :, frame_ids] += self.models.denoising_unet(sample, timestep, context, pose)
+            visits[:, :, frame_ids] += 1
+            called()
+        if share is not None:
+            prediction, visits = share.combine(prediction, visits)
+        prediction = prediction / visits
+        if rows == 1:
+            return prediction
+        unconditional, conditional = prediction.chunk(2)
+        return unconditional + guidance * (conditional - unconditional)
 
     # -- decoding ----------------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ placeholders get the offset added, which never makes y positive, so they are nev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -254,18 +254,24 @@ def align_poses(
     return AlignResult(poses, scales, offset, tuple(ref_size), tuple(video_size))
 
 
-def output_size(ref_size: tuple[int, int], height: int = OUTPUT_HEIGHT) -> tuple[int, int]:
-    """(width, height) of the pose frames: ``height`` high, the reference aspect, an even width."""
-    ref_w, ref_h = ref_size
-    return int((height / ref_h * ref_w) // 2 * 2), height
+def pose_frame_size(aspect_size: tuple[int, int], height: int = OUTPUT_HEIGHT) -> tuple[int, int]:
+    """(width, height) of the pose frames: ``height`` high at the aspect of ``aspect_size``, an even width."""
+    aspect_w, aspect_h = aspect_size
+    return int((height / aspect_h * aspect_w) // 2 * 2), height
+
+
+def render_poses(
+    poses: Iterable[Pose], video_size: tuple[int, int], size: tuple[int, int]
+) -> Iterator[np.ndarray]:
+    """Pose frames, uint8 RGB at ``size``: each pose drawn MusePose-style on a canvas CANVAS_WIDTH wide with
+    the video's aspect, then resized bilinearly (the frame's aspect may differ from the canvas's)."""
+    video_w, video_h = video_size
+    canvas_h = int(video_h * CANVAS_WIDTH / video_w)
+    for pose in poses:
+        canvas = render_pose(pose, canvas_h, CANVAS_WIDTH, style="musepose")
+        yield cv2.resize(canvas, size, interpolation=cv2.INTER_LINEAR)
 
 
 def render_frames(result: AlignResult, *, height: int = OUTPUT_HEIGHT) -> Iterator[np.ndarray]:
-    """The aligned pose frames, uint8 RGB at ``output_size``: drawn MusePose-style on a canvas 1024 wide with
-    the video's aspect, then resized bilinearly to the reference aspect."""
-    video_w, video_h = result.video_size
-    canvas_h = int(video_h * CANVAS_WIDTH / video_w)
-    size = output_size(result.ref_size, height)
-    for pose in result.poses:
-        canvas = render_pose(pose, canvas_h, CANVAS_WIDTH, style="musepose")
-        yield cv2.resize(canvas, size, interpolation=cv2.INTER_LINEAR)
+    """The aligned pose frames at ``pose_frame_size`` of the reference: the reference's aspect."""
+    return render_poses(result.poses, result.video_size, pose_frame_size(result.ref_size, height))

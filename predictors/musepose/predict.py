@@ -48,9 +48,9 @@ class Predictor(BasePredictor):
         self.device = runtime.select_device()
         dtype = runtime.select_dtype(self.device)
         # Several GPUs: worker processes share the denoising (predictors/musepose/distributed.py).
-        pipeline = load_pipeline(files, self.device, dtype, logger)
+        pipeline = load_pipeline(files, self.device, dtype)
         pose_model = Wholebody(paths[DETECTOR_FILE], paths[POSE_FILE], rules="musepose")
-        self.animator = Animator(pipeline, pose_model, logger)
+        self.animator = Animator(pipeline, pose_model)
         self.outputs = media.Outputs()
 
     def healthcheck(self) -> bool:
@@ -158,15 +158,16 @@ class Predictor(BasePredictor):
             default=False,
         ),
     ) -> Output:
+        """Long only by its inputs, which Cog reads from this signature; the body maps them onto the core."""
         self.outputs.start()
         request = Request(
-            reference=reference_image,
+            reference_image=reference_image,
             dance_video=dance_video,
             seed=runtime.resolve_seed(seed, logger),
             width=width,
             height=height,
             resolution=resolution,
-            square=aspect == "square",
+            aspect=aspect,
             max_frames=max_frames,
             max_seconds=max_seconds,
             skip=skip,

@@ -17,15 +17,14 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from PIL import Image
 
+from predictors.musepose.animate import frame_plan, output_fps
 from predictors.musepose.convert import CHECKPOINTS, CONFIG_INPUT, convert_release
+from predictors.musepose.models.config import SCHEDULER_KWARGS
+from predictors.musepose.models.loading import load_models
 from predictors.musepose.pipeline import (
-    SCHEDULER_KWARGS,
     MusePosePipeline,
     ReferenceEncoding,
     context_windows,
-    frame_plan,
-    load_models,
-    output_fps,
     pad_poses,
     padding_repeats,
     resize_horizontal_first,

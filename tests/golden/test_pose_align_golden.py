@@ -12,7 +12,7 @@ import pytest
 
 from predictors.common.dwpose import Pose, render_pose
 from predictors.common.video import VideoWriter, probe
-from predictors.musepose.pose_align import align_poses, output_size, render_frames
+from predictors.musepose.pose_align import align_poses, pose_frame_size, render_frames
 from tests import mp4
 from tests.canvas import assert_equal_off_clipped_primitives, clipped_primitives, resized_footprint
 
@@ -83,7 +83,7 @@ def test_aligned_keypoints(golden, aligned):
 def test_rendered_frames(golden, aligned):
     folder, _, _, _, summary = golden
     _, result = aligned
-    size = output_size(summary["ref_size"])
+    size = pose_frame_size(summary["ref_size"])
     assert size == tuple(summary["output_frame_wh"])
     height, width = summary["draw_canvas_hw"]
     for index, (pose, frame) in enumerate(zip(result.poses, render_frames(result), strict=True)):

@@ -5,7 +5,6 @@ decode whose reader leaves."""
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
 import threading
@@ -30,7 +29,6 @@ SEED = 7
 # float32 on both sides; only the order of sums over ranks may differ (frames in three or more windows).
 TOLERANCE = 1e-5
 CPU = torch.device("cpu")
-log = logging.getLogger("predictors.musepose.test")
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +90,10 @@ def distributed(files, single):
             for pipeline in current.values():
                 pipeline.team.close()
             current.clear()
-            team = Team(partial(build_pipeline, files, torch.float32), [CPU] * ranks, log)
+            team = Team(partial(build_pipeline, files, torch.float32), [CPU] * ranks)
             team.start()
             team.wait_ready()
-            current[ranks] = DistributedPipeline(single, team, log)
+            current[ranks] = DistributedPipeline(single, team)
         return current[ranks]
 
     yield get

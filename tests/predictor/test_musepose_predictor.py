@@ -24,36 +24,17 @@ from predictors.common.dwpose import Pose
 from predictors.common.errors import InputError
 from predictors.musepose.pose_align import align_poses
 from tests import mp4
+from tests.call_predict import call_predict
 from tests.canvas import assert_equal_off_clipped_primitives, clipped_primitives, resized_footprint
 from tests.replicate_progress import progress_lines
+from tests.unit.test_musepose_allocator import PAGES, block_faults
 from tools.tiny_weights import write_manifest
 
 VIDEO_SIZE = (64, 48)
 VIDEO_FPS = 12
 VIDEO_FRAMES = 12
-# Small, fast settings; tests override what they check.
-FAST = {
-    "width": 0,
-    "height": 0,
-    "resolution": 64,
-    "aspect": "reference",
-    "max_frames": 8,
-    "max_seconds": 0.0,
-    "skip": 1,
-    "target_fps": 0.0,
-    "num_inference_steps": 2,
-    "guidance_scale": 3.5,
-    "seed": 1,
-    "window": 4,
-    "overlap": 1,
-    "align_pose": True,
-    "pose_align_mode": "fixed",
-    "pose_video": False,
-    "save_aligned_pose": False,
-    "save_comparison": False,
-    "keep_audio": True,
-    "pose_only": False,
-}
+# Small, fast settings over the Input defaults; tests override what they check.
+FAST = {"resolution": 64, "max_frames": 8, "num_inference_steps": 2, "seed": 1, "window": 4, "overlap": 1}
 
 
 def write_video(
@@ -127,7 +108,14 @@ def predictor(tiny_predictor):
 
 
 def run(predictor, reference: Path, video: Path, **changes):
-    return predictor.predict(reference_image=reference, dance_video=video, **{**FAST, **changes})
+    return call_predict(predictor, reference_image=reference, dance_video=video, **{**FAST, **changes})
+
+
+def test_setup_on_the_cpu_keeps_freed_conv_buffers_mapped(predictor):
+    """The allocator settings are in force after setup: a freed 128 MB block (a 1280-wide conv's reordered
+    weight is 59 MB) is reused without faulting its pages in again."""
+    block_faults()
+    assert block_faults() < PAGES // 100
 
 
 def files_of(output) -> dict[str, Path | None]:
@@ -408,7 +396,8 @@ def test_pose_video_mode_matches_upstreams_output(
     args = json.loads((folder / "args.json").read_text())
     predictor = Predictor()
     predictor.setup()
-    output = predictor.predict(
+    output = call_predict(
+        predictor,
         reference_image=folder / "inputs/ref.png",
         dance_video=folder / "inputs/pose.mp4",
         **{

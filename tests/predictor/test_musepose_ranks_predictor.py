@@ -12,7 +12,7 @@ from PIL import Image
 
 from predictors.common.video import VideoWriter
 from predictors.musepose.distributed import RANKS_ENV
-from tools.cog_runtime import input_defaults
+from tests.call_predict import call_predict
 
 # With the other distributed tests: one torch.distributed group per process, one forkserver for all.
 pytestmark = pytest.mark.xdist_group("musepose-distributed")
@@ -31,7 +31,6 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 def predict(predictor, inputs: dict[str, Path]) -> np.ndarray:
     values = {
-        **input_defaults(type(predictor)),
         **inputs,
         # 5 pose frames as they are, padded to 7: 2 windows of 4 (overlap 1) per step, 2 steps.
         "pose_video": True,
@@ -44,7 +43,7 @@ def predict(predictor, inputs: dict[str, Path]) -> np.ndarray:
         "seed": 5,
         "keep_audio": False,
     }
-    video = predictor.predict(**values).video
+    video = call_predict(predictor, **values).video
     with av.open(str(video)) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 

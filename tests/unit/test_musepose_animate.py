@@ -1,8 +1,8 @@
-"""The MusePose run's frame plan on real probed clips: how many frames are read and the exact output rate."""
+"""The MusePose run's frame selection on real probed clips: how many frames are read and the exact output
+rate; and the request's check."""
 
 from __future__ import annotations
 
-import logging
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from predictors.common import video
-from predictors.musepose.animate import Animator, Request
+from predictors.common.errors import InputError
+from predictors.musepose.animate import Request, frame_plan, output_fps, select_frames
+from predictors.musepose.predict import Predictor
+from tools.cog_runtime import input_defaults
 
 NTSC = Fraction(30000, 1001)
 
@@ -49,9 +52,31 @@ def clips(tmp_path_factory) -> dict[str, video.VideoInfo]:
     }
 
 
+def request(**changes) -> Request:
+    """A request as the predictor makes it: its ``Input`` defaults, then ``changes``."""
+    files = {"reference_image": Path("ref.png"), "dance_video": Path("dance.mp4"), "seed": 0}
+    return Request(**{**input_defaults(Predictor), **files, **changes})
+
+
 def plan(info: video.VideoInfo, **changes):
-    request = Request(reference=Path("ref.png"), dance_video=Path("dance.mp4"), seed=0, **changes)
-    return Animator(None, None, logging.getLogger("test"))._plan(request, info)
+    return select_frames(request(**changes), info)
+
+
+def test_frame_plan_skip_and_length():
+    assert frame_plan(12, 300, 1) == [0, 2, 4, 6, 8, 10]
+    # L is cut before skipping: min(L, n) // (skip + 1), so 13 source frames still give 6.
+    assert frame_plan(13, 300, 1) == [0, 2, 4, 6, 8, 10]
+    assert frame_plan(12, 5, 0) == [0, 1, 2, 3, 4]
+    assert frame_plan(10, 300, 2) == [0, 3, 6]
+    # With L below the source length the cut still counts source frames: min(5, 12) // 2 = 2 frames, not
+    # the 3 that frames[:5][::2] would give.
+    assert frame_plan(12, 5, 1) == [0, 2]
+
+
+def test_fps_is_floored_after_skip():
+    assert output_fps(Fraction(24), 1) == 12
+    assert output_fps(Fraction(30000, 1001), 1) == 14
+    assert output_fps(Fraction(25), 2) == 8
 
 
 def test_the_probed_clips_are_what_they_claim(clips):
@@ -87,3 +112,27 @@ def test_frame_counts_follow_max_frames_and_skip(clips):
     assert plan(info, skip=0, max_seconds=0.5).count == 14  # floor(0.5 s * 29.97)
     resampled = plan(info, target_fps=10.0)
     assert (resampled.fps, resampled.skip, resampled.count) == (Fraction(10), 0, 6)  # 20 / 29.97 s * 10
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"width": 64}, "Give both width and height"),
+        ({"width": 60, "height": 64}, "multiples of 8"),
+        ({"window": 4, "overlap": 4}, "The overlap (4) must be smaller than the window (4)."),
+        ({"window": 129, "overlap": 4}, "at most 128 frames"),
+        ({"pose_only": True, "pose_video": True}, "turn one of them off"),
+        ({"pose_only": True, "save_comparison": True}, "save_comparison needs a generated video"),
+        ({"pose_align_mode": "exact"}, "Unknown pose_align_mode 'exact'; use one of fixed, upstream."),
+        ({"aspect": "wide"}, "Unknown aspect 'wide'; use one of reference, square."),
+    ],
+)
+def test_check_refuses_what_cannot_run(changes, message):
+    with pytest.raises(InputError) as caught:
+        request(**changes).check()
+    assert message in str(caught.value)
+
+
+def test_check_accepts_the_defaults_and_an_explicit_size():
+    request().check()
+    request(width=64, height=48, window=2, overlap=1).check()

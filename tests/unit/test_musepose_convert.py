@@ -20,7 +20,8 @@ from predictors.musepose.convert import (
     convert_release,
     expected_contents,
 )
-from predictors.musepose.pipeline import MusePosePipeline, load_models
+from predictors.musepose.models.loading import load_models
+from predictors.musepose.pipeline import MusePosePipeline
 from tools.tiny_weights import musepose as tiny_musepose
 
 REPO = Path(__file__).resolve().parents[2]

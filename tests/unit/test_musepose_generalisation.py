@@ -18,18 +18,12 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from predictors.musepose.animate import frame_plan
 from predictors.musepose.models import build_denoising_unet, build_pose_guider, build_reference_unet
+from predictors.musepose.models.config import UNET_ADDITIONAL_KWARGS
+from predictors.musepose.models.loading import MusePoseModels
 from predictors.musepose.models.motion_module import TemporalSelfAttention
-from predictors.musepose.pipeline import (
-    POSE_GUIDER_BLOCKS,
-    UNET_ADDITIONAL_KWARGS,
-    MusePoseModels,
-    MusePosePipeline,
-    frame_plan,
-    pad_poses,
-    resize_poses,
-    to_output_frames,
-)
+from predictors.musepose.pipeline import MusePosePipeline, pad_poses, resize_poses, to_output_frames
 from tests import upstream
 from tools.tiny_weights.musepose import IMAGE_ENCODER_CONFIG, UNET_CONFIG, VAE_CONFIG
 
@@ -129,7 +123,7 @@ def build_models(case: Case) -> MusePoseModels:
             ),
             reference_unet=build_reference_unet(config),
             denoising_unet=build_denoising_unet(config, case.motion_kwargs),
-            pose_guider=build_pose_guider(config["block_out_channels"][0], POSE_GUIDER_BLOCKS),
+            pose_guider=build_pose_guider(config),
         )
     return models.to(torch.device("cpu"), torch.float32)
 

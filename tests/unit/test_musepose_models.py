@@ -19,9 +19,10 @@ from predictors.musepose.models import (
     install_reference_writers,
     reference_block_names,
 )
+from predictors.musepose.models.config import UNET_ADDITIONAL_KWARGS
 from predictors.musepose.models.motion_module import sinusoidal_table
+from predictors.musepose.models.pose_guider import BLOCK_OUT_CHANNELS, PoseGuider
 from predictors.musepose.models.reference_attention import ReferenceReader
-from predictors.musepose.pipeline import POSE_GUIDER_BLOCKS, UNET_ADDITIONAL_KWARGS
 from tests import upstream
 from tools.tiny_weights.musepose import UNET_CONFIG
 
@@ -50,7 +51,7 @@ def full_size_models(reference_facts):
         return {
             "denoising": build_denoising_unet(config, inference["unet_additional_kwargs"]),
             "reference": build_reference_unet(config),
-            "pose_guider": build_pose_guider(**inference["pose_guider"]),
+            "pose_guider": build_pose_guider(config),
         }
 
 
@@ -76,6 +77,12 @@ def test_motion_module_keys_are_the_release_file(full_size_models, reference_fac
     ours.update(_shapes((k, v) for k, v in model.named_buffers() if k.endswith(".pe")))
     assert len(expected) == 588
     assert ours == expected
+
+
+def test_inference_settings_are_upstreams(reference_facts):
+    inference = reference_facts["inference"]
+    assert inference["unet_additional_kwargs"] == UNET_ADDITIONAL_KWARGS
+    assert list(BLOCK_OUT_CHANNELS) == inference["pose_guider"]["block_out_channels"] == [16, 32, 96, 256]
 
 
 def test_reference_unet_and_pose_guider_keys_equal_the_release(full_size_models, reference_facts):
@@ -242,6 +249,6 @@ def test_the_conditional_row_alone_records_what_upstreams_pair_records():
 
 
 def test_pose_guider_reaches_one_eighth_and_the_unet_width():
-    guider = build_pose_guider(32, POSE_GUIDER_BLOCKS)
+    guider = PoseGuider(32)
     assert guider(torch.rand(2, 3, 64, 48)).shape == (2, 32, 8, 6)
     assert len([m for m in guider.modules() if isinstance(m, torch.nn.Conv2d)]) == 8

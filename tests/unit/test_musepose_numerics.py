@@ -19,14 +19,12 @@ from diffusers import AutoencoderKL, DDIMScheduler
 from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from predictors.common.runtime import Progress
 from predictors.musepose.models import build_denoising_unet, build_pose_guider, build_reference_unet
+from predictors.musepose.models.config import UNET_ADDITIONAL_KWARGS
+from predictors.musepose.models.loading import MusePoseModels
 from predictors.musepose.models.motion_module import PositionalEncoding
-from predictors.musepose.pipeline import (
-    POSE_GUIDER_BLOCKS,
-    UNET_ADDITIONAL_KWARGS,
-    MusePoseModels,
-    MusePosePipeline,
-)
+from predictors.musepose.pipeline import MusePosePipeline
 from tools.tiny_weights.musepose import IMAGE_ENCODER_CONFIG, UNET_CONFIG, VAE_CONFIG
 
 SIZE = 64  # pixels; latents are 8x8
@@ -41,7 +39,7 @@ def pipeline() -> MusePosePipeline:
             image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**IMAGE_ENCODER_CONFIG)),
             reference_unet=build_reference_unet(UNET_CONFIG),
             denoising_unet=build_denoising_unet(UNET_CONFIG, UNET_ADDITIONAL_KWARGS),
-            pose_guider=build_pose_guider(UNET_CONFIG["block_out_channels"][0], POSE_GUIDER_BLOCKS),
+            pose_guider=build_pose_guider(UNET_CONFIG),
         )
     device = torch.device("cpu")
     return MusePosePipeline(models.to(device, torch.float32), device, torch.float32)
@@ -184,3 +182,19 @@ def test_pose_guider_layers_and_input_range(pipeline):
     features = pipeline.pose_features(frames)
     assert features.shape == (1, UNET_CONFIG["block_out_channels"][0], 2, SIZE // 8, SIZE // 8)
     torch.testing.assert_close(features[0].transpose(0, 1), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_each_unet_call_reports_its_progress(pipeline, encoding, calls):
+    """2 steps x 3 windows (10 frames, window 4, overlap 1): one Progress per UNet call, after it."""
+    seen = []
+    pipeline.denoise(
+        poses(10),
+        encoding,
+        steps=2,
+        guidance=1.0,
+        window=4,
+        overlap=1,
+        generator=torch.Generator().manual_seed(0),
+        on_step=lambda progress: seen.append((progress, len(calls["unet"]))),
+    )
+    assert seen == [(Progress("denoise", step, 6), step) for step in range(1, 7)]

@@ -1,39 +1,14 @@
-"""Upstream's frame bookkeeping (test_stage_2.py + the uniform context scheduler), as pure functions."""
+"""Upstream's window arithmetic (test_stage_2.py's padding + the uniform context scheduler), as pure
+functions, and the decoded frames' conversion."""
 
 from __future__ import annotations
-
-from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
 
-from predictors.musepose.pipeline import (
-    context_windows,
-    frame_plan,
-    output_fps,
-    pad_poses,
-    padding_repeats,
-    to_output_frames,
-)
+from predictors.musepose.pipeline import context_windows, pad_poses, padding_repeats, to_output_frames
 from tests.upstream import upstream_uniform_windows
-
-
-def test_frame_plan_skip_and_length():
-    assert frame_plan(12, 300, 1) == [0, 2, 4, 6, 8, 10]
-    # L is cut before skipping: min(L, n) // (skip + 1), so 13 source frames still give 6.
-    assert frame_plan(13, 300, 1) == [0, 2, 4, 6, 8, 10]
-    assert frame_plan(12, 5, 0) == [0, 1, 2, 3, 4]
-    assert frame_plan(10, 300, 2) == [0, 3, 6]
-    # With L below the source length the cut still counts source frames: min(5, 12) // 2 = 2 frames, not
-    # the 3 that frames[:5][::2] would give.
-    assert frame_plan(12, 5, 1) == [0, 2]
-
-
-def test_fps_is_floored_after_skip():
-    assert output_fps(Fraction(24), 1) == 12
-    assert output_fps(Fraction(30000, 1001), 1) == 14
-    assert output_fps(Fraction(25), 2) == 8
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 from predictors.common.dwpose import Pose
 from predictors.musepose import pose_align
-from predictors.musepose.pose_align import SCALE_NAMES, align_poses, output_size, render_frames
+from predictors.musepose.pose_align import SCALE_NAMES, align_poses, pose_frame_size, render_frames
 
 VIDEO = (640, 360)
 REF = (384, 512)
@@ -237,9 +237,9 @@ def test_no_gui_calls(clean, monkeypatch):
 def test_output_has_the_reference_aspect_and_even_width(clean):
     result = _align(*clean, parity=False)
     frames = list(render_frames(result))
-    assert output_size((384, 512)) == (576, 768)
-    assert output_size((1080, 1920)) == (432, 768)
-    assert output_size((333, 500)) == (510, 768)
+    assert pose_frame_size((384, 512)) == (576, 768)
+    assert pose_frame_size((1080, 1920)) == (432, 768)
+    assert pose_frame_size((333, 500)) == (510, 768)
     assert all(frame.shape == (768, 576, 3) and frame.dtype == np.uint8 for frame in frames)
 
 

@@ -19,7 +19,7 @@ import tokenize
 import pytest
 
 from predictors.musepose.animate import Request
-from predictors.musepose.pipeline import MAX_WINDOW
+from predictors.musepose.models.config import MAX_WINDOW
 from predictors.sd_style.blocks import STYLE_MODES
 from predictors.sd_style.pipeline import SCHEDULERS, Job
 from tests.conftest import REPO_ROOT
@@ -127,6 +127,12 @@ def test_sd_style_choices_are_the_cores():
     assert inputs["scheduler"]["default"] == SCHEDULERS[0]
 
 
+def test_musepose_request_takes_every_input_under_its_name_without_a_default_of_its_own():
+    fields = dataclasses.fields(Request)
+    assert [field.name for field in fields] == list(declared("musepose"))
+    assert all(field.default is dataclasses.MISSING for field in fields)
+
+
 def test_musepose_window_bounds_are_the_motion_modules_range():
     inputs = declared("musepose")
     assert inputs["window"]["le"] == MAX_WINDOW == 128
@@ -148,28 +154,6 @@ PASSED_THROUGH = {
             "scheduler",
             "num_outputs",
             "detail_pass",
-        ],
-    ),
-    "musepose": (
-        Request,
-        [
-            "width",
-            "height",
-            "resolution",
-            "max_frames",
-            "max_seconds",
-            "skip",
-            "target_fps",
-            "num_inference_steps",
-            "guidance_scale",
-            "window",
-            "overlap",
-            "align_pose",
-            "pose_video",
-            "save_aligned_pose",
-            "save_comparison",
-            "keep_audio",
-            "pose_only",
         ],
     ),
 }

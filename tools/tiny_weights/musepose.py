@@ -24,8 +24,8 @@ from diffusers import AutoencoderKL
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from predictors.musepose.models import build_denoising_unet, build_pose_guider, build_reference_unet
+from predictors.musepose.models.config import UNET_ADDITIONAL_KWARGS
 from predictors.musepose.models.motion_module import PositionalEncoding
-from predictors.musepose.pipeline import POSE_GUIDER_BLOCKS, UNET_ADDITIONAL_KWARGS
 
 ROOT = "musepose"
 UNET_CONFIG = {
@@ -113,7 +113,7 @@ def release_state_dicts(seed: int, unet_config: dict = UNET_CONFIG) -> dict[str,
         torch.manual_seed(seed)
         denoising = build_denoising_unet(unet_config, UNET_ADDITIONAL_KWARGS)
         reference = build_reference_unet(unet_config)
-        guider = build_pose_guider(unet_config["block_out_channels"][0], POSE_GUIDER_BLOCKS)
+        guider = build_pose_guider(unet_config)
     state = denoising.state_dict()
     motion = {key: value for key, value in state.items() if "motion_modules" in key}
     for name, module in denoising.named_modules():

@@ -13,6 +13,10 @@ Two rule sets pick the person boxes from the decoded anchors:
 - ``musepose`` (mmdet YOLOX + mmpose, as MusePose runs it): per anchor only the best class, score =
   obj * best >= 0.01, class-aware NMS (IoU without +1, suppress > 0.65), keep class 0 with score > 0.5,
   then mmpose's NMS (IoU with +1, suppress > 0.7).
+
+Only ``musepose`` runs in a predictor. ``controlnet`` stays because the golden parity tests
+(``tests/golden/test_dwpose_golden.py``) check this decode and the estimator against DWPose's own ONNX path,
+whose reference outputs use those rules.
 """
 
 from __future__ import annotations

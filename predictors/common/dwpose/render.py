@@ -19,6 +19,9 @@ The styles differ in sizes and scope:
   +1 per doubling: 5, 10, 20, 40, 80, 160, 320), hand dots radius 3, first person only, no face; and the
   finished canvas has its red and blue channels swapped, exactly as MusePose's training renders (it draws
   in RGB and then converts as if the canvas were BGR).
+
+Only ``musepose`` is drawn in a predictor; ``controlnet`` stays for the golden parity test of the drawing
+primitives against ControlNet's own canvases (``tests/golden/test_dwpose_golden.py``).
 """
 
 from __future__ import annotations

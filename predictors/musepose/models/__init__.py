@@ -44,9 +44,6 @@ def build_denoising_unet(unet_config: Mapping, unet_additional_kwargs: Mapping) 
     return DenoisingUNet3D(unet_config, unet_additional_kwargs)
 
 
-def build_pose_guider(
-    conditioning_embedding_channels: int,
-    block_out_channels: tuple[int, ...] = (16, 32, 96, 256),
-    conditioning_channels: int = 3,
-) -> PoseGuider:
-    return PoseGuider(conditioning_embedding_channels, conditioning_channels, block_out_channels)
+def build_pose_guider(unet_config: Mapping) -> PoseGuider:
+    """The pose guider whose output adds to the UNet's first level (``conv_in``'s width)."""
+    return PoseGuider(unet_config["block_out_channels"][0])

@@ -9,9 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# MusePose's pose guider widths (configs/inference_v2.yaml: pose_guider_kwargs.block_out_channels).
+BLOCK_OUT_CHANNELS = (16, 32, 96, 256)
+
 
 class PoseGuider(nn.Module):
-    """3 -> 16 -> 32 -> 96 -> 256 -> C; each stride-2 conv halves the size. Runs frame by frame.
+    """3 -> BLOCK_OUT_CHANNELS -> C; each stride-2 conv halves the size. Runs frame by frame.
 
     Key names equal the released ``pose_guider.pth`` (``conv_in``, ``blocks.0-5``, ``conv_out``); upstream
     builds the same convs as "inflated" 3-D convs that apply a 2-D kernel to every frame.
@@ -21,7 +24,7 @@ class PoseGuider(nn.Module):
         self,
         conditioning_embedding_channels: int,
         conditioning_channels: int = 3,
-        block_out_channels: Sequence[int] = (16, 32, 96, 256),
+        block_out_channels: Sequence[int] = BLOCK_OUT_CHANNELS,
     ):
         super().__init__()
         self.conv_in = nn.Conv2d(conditioning_channels, block_out_channels[0], kernel_size=3, padding=1)
