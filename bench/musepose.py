@@ -2,8 +2,13 @@
 memory against the number of frames. Prints tables; asserts nothing.
 
 Networks: full size (sd-image-variations UNet widths, sd-vae-ft-mse, CLIP ViT-L/14, MusePose's motion
-modules and pose guider) with RANDOM weights. Timings are real for these architectures; the images mean
-nothing.
+modules and pose guider) with RANDOM weights that share storage per fan-in (``randomise``), so the whole run
+stays under 4 GB. Timings are real for these architectures; the images mean nothing.
+
+- One denoising step against upstream (first, ``--steps`` alone): CPU process time, system time and minor
+  page faults of one window's step, ours and upstream's alternating, in one fresh process with glibc's
+  defaults and one with ``predictors/musepose/allocator.py`` applied; ``--upstream`` (or $MUSEPOSE_UPSTREAM)
+  names a TMElyralab/MusePose checkout whose own UNet3D then runs, else a stand-in does (see below).
 
 - Cost model: FLOPs counted by ``torch.utils.flop_counter`` on the meta device (nothing allocated) at
   upstream's default 768x768 with a 48-frame window and CFG, for our scheduling and for upstream's (its
@@ -18,13 +23,15 @@ nothing.
   x 300 frames, with the bytes exchanged per step; two gloo ranks against one process on this CPU, measured;
   and, where two GPUs are visible, the 2-GPU row of a GPU check (``two_gpu_check``).
 
-    python -m bench.musepose [--size 128] [--window 4] [--frames 4 10 19] [--several-gpus]
+    python -m bench.musepose [--size 128] [--window 4] [--frames 4 10 19] [--repeats 5] [--upstream DIR]
+                             [--steps | --several-gpus]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -254,6 +261,7 @@ class PeakRss:
 # Page faults: ru_minflt of the process per step.
 
 ALLOCATORS = ("glibc defaults", "kept")
+UPSTREAM_ENV = "MUSEPOSE_UPSTREAM"
 Step = Callable[[], object]
 
 
@@ -655,7 +663,9 @@ def main() -> None:
     )
     parser.add_argument("--steps", action="store_true", help="only the denoising-step rows")
     parser.add_argument(
-        "--upstream", help="a TMElyralab/MusePose checkout for the denoising-step rows (needs einops)"
+        "--upstream",
+        default=os.environ.get(UPSTREAM_ENV) or None,
+        help=f"a TMElyralab/MusePose checkout for the step rows (needs einops; default ${UPSTREAM_ENV})",
     )
     parser.add_argument("--step-process", choices=ALLOCATORS, help=argparse.SUPPRESS)
     args = parser.parse_args()
