@@ -4,9 +4,14 @@ Why: for every call of a CPU convolution oneDNN reorders the weight into a scrat
 weight and frees it after the call. The UNets' widest convolutions hold 59 MB (1280 -> 1280, 3x3) and
 118 MB (2560 -> 1280) of float32 weights, above the 32 MB up to which glibc raises its mmap threshold by
 itself, so by default each call maps fresh pages and unmaps them again: about 16 000 page faults per call
-of a 1280-wide conv, 0.57 million and a second of system time per denoising step at 128x128 with 4 frames
+of a 1280-wide conv, 460 000 and 1.7 s of system time per denoising step at 128x128 with 4 frames
 (``bench/musepose.py`` counts them). A threshold above the largest weight serves the buffers from the heap,
 and a trim threshold as high keeps the freed block there for the next call, so its pages stay mapped.
+
+Threads: Cog predicts on a worker thread that it starts before ``setup()``. A thread with an arena of its own
+(glibc's default) gets heaps of 64 MB, so it maps a larger block afresh on every call whatever the threshold;
+``cog.musepose.yaml`` therefore starts the process with ``MALLOC_ARENA_MAX=ARENAS``, which puts every thread
+on the main arena, the one these settings keep. (mallopt cannot move a thread that already has an arena.)
 
 The cost: up to TRIM_THRESHOLD bytes of freed memory stay resident at the heap's top, and blocks under
 MMAP_THRESHOLD that are freed in the middle of the heap are reused rather than returned. Larger blocks (the
@@ -26,6 +31,8 @@ M_MMAP_THRESHOLD = -3
 # buffer of that size at the heap's top stays mapped.
 MMAP_THRESHOLD = 256 << 20
 TRIM_THRESHOLD = 256 << 20
+# The arenas the image starts with (cog.musepose.yaml: MALLOC_ARENA_MAX).
+ARENAS = 1
 
 log = logging.getLogger(__name__)
 

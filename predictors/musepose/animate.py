@@ -139,7 +139,7 @@ class PoseFrames:
 
 
 @dataclass(frozen=True)
-class Result:
+class Animation:
     """The files written (None: not asked for; ``video`` is None in pose-only mode) and the video's facts."""
 
     video: Path | None
@@ -305,7 +305,7 @@ class Animator:
 
     # -- the run -----------------------------------------------------------------------------------------
 
-    def run(self, request: Request, outputs: Outputs, on_step: StepCallback | None = None) -> Result:
+    def run(self, request: Request, outputs: Outputs, on_step: StepCallback | None = None) -> Animation:
         """Serve ``request``, writing into ``outputs``; ``on_step`` gets the denoising's ``Progress``."""
         request.check()
         reference = load_image(request.reference_image, what="reference image")
@@ -316,7 +316,7 @@ class Animator:
         poses = self._collect_poses(request, reference, selection, outputs)
         if request.pose_only:
             log.info("Pose only: %d pose frames written, nothing generated.", poses.count)
-            return Result(None, poses.video, poses.preview, None, poses.count, selection.fps, poses.size)
+            return Animation(None, poses.video, poses.preview, None, poses.count, selection.fps, poses.size)
         return self._generate(request, reference, poses, selection.fps, info.has_audio, outputs, on_step)
 
     def _collect_poses(
@@ -351,7 +351,7 @@ class Animator:
         has_audio: bool,
         outputs: Outputs,
         on_step: StepCallback | None,
-    ) -> Result:
+    ) -> Animation:
         """Generate at the generation size, then stream each frame resized back to the pose size."""
         frames, (width, height) = len(poses.resized), poses.resized.shape[2:0:-1]
         log.info("Generating %dx%d, resized back to %dx%d.", width, height, *poses.size)
@@ -382,7 +382,7 @@ class Animator:
                         pose = cv2.resize(poses.resized[written], poses.size, interpolation=cv2.INTER_LINEAR)
                         comparison.write(np.concatenate([reference_panel, pose, frame], axis=1))
                     written += 1
-        return Result(video_path, poses.video, poses.preview, comparison_path, written, fps, poses.size)
+        return Animation(video_path, poses.video, poses.preview, comparison_path, written, fps, poses.size)
 
 
 def _maybe_writer(path: Path | None, fps: Fraction, audio: Path | None = None):
