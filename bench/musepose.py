@@ -172,6 +172,28 @@ def count_flops(function: Callable[[], object]) -> float:
     return counter.get_total_flops()
 
 
+def unet_flops(size: int, window: int) -> tuple[float, float]:
+    """FLOPs of one UNet3D call (a CFG pair of ``window`` frames at ``size`` pixels), ours and upstream's
+    (its reference attention), counted on the meta device."""
+    models = meta_models()
+    latent = size // 8
+    device = {"device": "meta"}
+    context = torch.zeros(2, 1, 768, **device)
+    recorded = install_reference_writers(models.reference_unet)
+    models.reference_unet(torch.zeros(1, 4, latent, latent, **device), 0, context[:1])
+    bank = ReferenceBank()
+    bank.features, bank.first_half_unconditional = dict(recorded), True  # meta tensors of the real shapes
+    unet = models.denoising_unet
+    sample = torch.zeros(2, 4, window, latent, latent, **device)
+    pose = torch.zeros(2, 320, window, latent, latent, **device)
+    names = install_reference_readers(unet, bank)
+    ours = count_flops(lambda: unet(sample, 999, context, pose))
+    modules = dict(unet.named_modules())
+    for name in names:
+        modules[name].attn1.set_processor(UpstreamReader(bank, name))
+    return ours, count_flops(lambda: unet(sample, 999, context, pose))
+
+
 def cost_model() -> list[tuple[str, float, float]]:
     """(component, our GFLOPs, upstream GFLOPs) at 768x768, a 48-frame window, CFG."""
     models = meta_models()
@@ -180,25 +202,13 @@ def cost_model() -> list[tuple[str, float, float]]:
     context = torch.zeros(2, 1, 768, **device)
     rows = []
 
-    recorded = install_reference_writers(models.reference_unet)
     two = count_flops(lambda: models.reference_unet(torch.zeros(2, 4, latent, latent, **device), 0, context))
     one = count_flops(
         lambda: models.reference_unet(torch.zeros(1, 4, latent, latent, **device), 0, context[:1])
     )
     rows.append(("ReferenceNet, once per video", one / 1e9, two / 1e9))
 
-    bank = ReferenceBank()
-    features = dict(recorded)  # meta tensors of the real shapes, from the batch-1 run
-    unet = models.denoising_unet
-    sample = torch.zeros(2, 4, REAL_WINDOW, latent, latent, **device)
-    pose = torch.zeros(2, 320, REAL_WINDOW, latent, latent, **device)
-    names = install_reference_readers(unet, bank)
-    bank.features, bank.first_half_unconditional = features, True
-    ours = count_flops(lambda: unet(sample, 999, context, pose))
-    modules = dict(unet.named_modules())
-    for name in names:
-        modules[name].attn1.set_processor(UpstreamReader(bank, name))
-    theirs = count_flops(lambda: unet(sample, 999, context, pose))
+    ours, theirs = unet_flops(REAL_SIZE, REAL_WINDOW)
     rows.append(
         ("UNet3D per frame per step (CFG pair)", ours / REAL_WINDOW / 1e9, theirs / REAL_WINDOW / 1e9)
     )
@@ -393,6 +403,8 @@ def print_step_rows(size: int, window: int, repeats: int, checkout: str | None) 
         f"{'allocator':16s} {'':8s} {'CPU s':>7s} {'sys s':>6s} {'faults':>8s}"
         f"   {'upstream / ours (CPU s)':>23s}"
     )
+    ours, theirs = unet_flops(size, window)
+    print(f"(FLOPs of the UNet3D call at this size: upstream / ours = {theirs / ours:.3f})")
     for allocator in ALLOCATORS:
         command = [sys.executable, "-m", "bench.musepose", "--step-process", allocator]
         command += ["--size", str(size), "--window", str(window), "--repeats", str(repeats)]
