@@ -45,6 +45,7 @@ class Predictor(BasePredictor):
         paths = weights.ensure("musepose")
         files = {name: paths[dest] for name, dest in WEIGHTS.items()}
         files.update({name: files[name].parent for name in FOLDERS})
+        runtime.configure_threads()
         self.device = runtime.select_device()
         dtype = runtime.select_dtype(self.device)
         # Several GPUs: worker processes share the denoising (predictors/musepose/distributed.py).

@@ -71,6 +71,7 @@ class Predictor(BasePredictor):
         self.family = family_spec(os.environ.get(FAMILY_ENV, "sd15").strip().lower())
         custom_base = weights.custom_weights_path()
         weights.ensure(weights_needed(self.family, custom_base is not None))
+        runtime.configure_threads()
         self.device = runtime.select_device()
         self.pipeline = StylePipeline.load(
             self.family,
