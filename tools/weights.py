@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from predictors.common import manifest as manifests
 from predictors.common import weights
 from predictors.common.errors import WeightsError
 from predictors.musepose import convert
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         "fetch", help="download and verify the files of a predictor or of named entries"
     )
     fetch.add_argument(
-        "targets", nargs="+", help=f"'all', a tag ({', '.join(weights.TAGS)}; or 'sd_style'), or entry names"
+        "targets",
+        nargs="+",
+        help=f"'all', a tag ({', '.join(manifests.TAGS)}; or 'sd_style'), or entry names",
     )
     check = commands.add_parser("check", help="validate the manifest")
     check.add_argument(
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         if args.command == "check":
-            manifest = weights.load_manifest(args.manifest, strict=True)
+            manifest = manifests.load(args.manifest, strict=True)
             counts = f"{len(manifest.files)} files, {len(manifest.conversions)} conversions"
             print(f"{manifest.path}: {counts}, valid")
             return 0
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 def _targets(targets: list[str]) -> list[str | list[str]]:
     """Tags first, one by one (each names its own remedy when offline), then the named entries together."""
     if targets == ["all"]:
-        return list(weights.TAGS)
+        return list(manifests.TAGS)
     tags = [target for target in targets if weights.tags_for(target)]
     names = [target for target in targets if not weights.tags_for(target)]
     return [*tags, names] if names else tags

@@ -10,9 +10,10 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import jsonschema
 import pytest
 
-from predictors.common import weights
+from predictors.common import manifest as manifests
 
 MANIFEST = Path(__file__).resolve().parents[2] / "weights_manifest.json"
 # Groups of reference/sd/weights_manifest.json whose keys are paths inside these repositories
@@ -35,8 +36,13 @@ def manifest() -> dict:
     return json.loads(MANIFEST.read_text())
 
 
+def test_the_schema_is_a_valid_json_schema_and_names_the_tags():
+    jsonschema.Draft202012Validator.check_schema(manifests.SCHEMA)
+    assert manifests.TAGS == ("nst", "sd_style/sd15", "sd_style/sdxl", "musepose")
+
+
 def test_manifest_is_valid_with_every_conversion_input_listed():
-    loaded = weights.load_manifest(MANIFEST, strict=True)
+    loaded = manifests.load(MANIFEST, strict=True)
     assert loaded.files
 
 
@@ -52,7 +58,7 @@ def test_every_predictor_tag_is_used(manifest):
         for item in [*manifest["files"].values(), *manifest["conversions"].values()]
         for tag in item["needed_by"]
     }
-    assert used == set(weights.TAGS)
+    assert used == set(manifests.TAGS)
 
 
 def test_conversion_inputs_name_existing_entries(manifest):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from predictors.common import download, weights
+from predictors.common import manifest as manifests
 from predictors.common.errors import WeightsError
 from tools import weights as weights_cli
 
@@ -378,7 +379,7 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
         (lambda m: m["files"]["a"].update(sha265=None), "files.a has unknown key 'sha265'"),
         (
             lambda m: m["files"]["a"].update(needed_by=["nts"]),
-            "files.a.needed_by must be a non-empty list of",
+            "files.a.needed_by.0 must be one of nst, sd_style/sd15, sd_style/sdxl, musepose, got 'nts'",
         ),
         (lambda m: m["files"]["a"].update(dest="../a.bin"), "files.a.dest must be a relative path"),
         (lambda m: m["files"]["a"].update(size="12"), "files.a.size must be a byte count or null, got '12'"),
@@ -390,7 +391,12 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
             lambda m: m["conversions"]["c"].update(kept_inputs=["b"]),
             "conversions.c.kept_inputs names 'b', which",
         ),
-        (lambda m: m["files"]["a"].update(role="unet"), "files.a.role must be one of base, got 'unet'"),
+        (
+            lambda m: m["files"]["a"].update(needed_by=[]),
+            "files.a.needed_by must be a non-empty list of nst,",
+        ),
+        (lambda m: m["files"]["a"].update(role="unet"), "files.a.role must be one of base (the base model's"),
+        (lambda m: m["files"]["a"].update(size=True), "files.a.size must be a byte count or null, got True"),
         (
             lambda m: m.update(folders={"f": "../x"}),
             "folders.f must be a relative path inside the weights root, got '../x'",
@@ -414,7 +420,7 @@ def test_manifest_schema_errors_name_the_field(tmp_path, mutate, message):
     path.write_text(json.dumps(manifest))
 
     with pytest.raises(WeightsError, match=r"^The weights manifest .* is invalid: ") as error:
-        weights.load_manifest(path)
+        manifests.load(path)
     assert message in str(error.value)
 
 
@@ -438,7 +444,7 @@ def test_check_reports_conversion_inputs_missing_from_files(tmp_path, capsys):
     path.write_text(json.dumps({**manifest, "folders": {"f": "elsewhere"}}))
     assert weights_cli.main(["check", str(path)]) == 1
     assert "folders.f 'elsewhere' holds no listed file" in capsys.readouterr().err
-    weights.load_manifest(path)  # a tiny root's manifest may omit conversion inputs
+    manifests.load(path)  # a tiny root's manifest may omit conversion inputs
 
 
 def double_and_reverse(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:

@@ -28,6 +28,7 @@ from unittest import mock
 
 from filelock import FileLock
 
+from predictors.common import manifest as manifests
 from predictors.common import weights
 from predictors.common.download import sha256_of
 
@@ -58,8 +59,8 @@ def _cache_key(parts: list[str], seed: int) -> str:
 
 
 @functools.cache
-def _real_manifest() -> weights.Manifest:
-    return weights.load_manifest(REAL_MANIFEST)
+def _real_manifest() -> manifests.Manifest:
+    return manifests.load(REAL_MANIFEST)
 
 
 def dest(name: str) -> str:
@@ -87,7 +88,7 @@ def write_manifest(root: Path) -> None:
         name = by_dest[dest]
         files[name] = {**real.files[name], "sha256": sha256_of(path), "size": path.stat().st_size}
     manifest = {
-        "schema_version": weights.SCHEMA_VERSION,
+        "schema_version": manifests.SCHEMA_VERSION,
         "folders": real.folders,
         "files": files,
         "conversions": real.conversions,
