@@ -1,8 +1,9 @@
 """The weights manifest: reading it and validating it against ``manifest.schema.json`` (JSON Schema).
 
-The schema says what each entry holds; the few rules a schema cannot state (unique destinations, conversion
-inputs that the files list, folders that hold files) are checked here. Every departure becomes one short
-phrase naming the field, so a typo in the manifest reads ``files.a.sha256 must be 64 hex digits or null``.
+The schema says what each entry holds; the few rules a schema cannot state (a URL or a Hugging Face file,
+unique destinations, conversion inputs that the files list, folders that hold files) are checked here. Every
+departure becomes one short phrase naming the field, so a typo in the manifest reads
+``files.a.sha256 must be 64 hex digits or null``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def load(path: Path | None = None, *, strict: bool = False) -> Manifest:
     return Manifest(path, data["files"], data.get("conversions", {}), data.get("folders", {}))
 
 
+def save(manifest: Manifest) -> None:
+    """Write ``manifest`` to its path, checked first (a tiny root's manifest, revisions pinned by a tool)."""
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "folders": manifest.folders,
+        "files": manifest.files,
+        "conversions": manifest.conversions,
+    }
+    errors = schema_errors(data)
+    if errors:
+        raise WeightsError(f"The weights manifest for {manifest.path} would be invalid: {'; '.join(errors)}.")
+    manifest.path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
 def schema_errors(data: object, *, strict: bool = False) -> list[str]:
     """Every way ``data`` departs from the manifest format, as short phrases naming the field."""
     # dict.fromkeys: jsonschema reports each missing key of an object separately; one phrase names them all.
@@ -79,8 +94,14 @@ def _phrases(error: jsonschema.ValidationError) -> list[str]:
 
 
 def _rule_errors(data: dict, strict: bool) -> list[str]:
-    """What the schema cannot say: destinations repeated, names that refer to nothing."""
-    errors = []
+    """What the schema cannot say: one source per file, destinations repeated, names that refer to nothing."""
+    errors = [
+        f"files.{name} lacks 'url' (or 'hf', for a Hugging Face file)"
+        if "url" not in entry
+        else f"files.{name} has both 'url' and 'hf'"
+        for name, entry in data["files"].items()
+        if ("url" in entry) == ("hf" in entry)
+    ]
     dests: dict[str, str] = {}
     places = [(f"files.{name}", entry["dest"]) for name, entry in data["files"].items()]
     for name, step in data.get("conversions", {}).items():

