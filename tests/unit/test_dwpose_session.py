@@ -61,12 +61,16 @@ def test_a_silent_cuda_fallback_is_reported(tmp_path, caplog, monkeypatch):
 
 
 def test_tiny_weights_part_builds_against_the_real_manifest(tmp_path):
-    from tools.tiny_weights import build
+    from predictors.common.dwpose import DETECTOR_WEIGHTS, POSE_WEIGHTS
+    from tools.tiny_weights import build, ensure
 
     root = build(["dwpose"], cache_dir=tmp_path)
-    assert (root / part.DETECTOR_DEST).is_file() and (root / part.POSE_DEST).is_file()
-    manifest = (root / "weights_manifest.json").read_text()
-    assert part.DETECTOR_DEST in manifest and part.POSE_DEST in manifest
+    files = ensure(root, [DETECTOR_WEIGHTS, POSE_WEIGHTS])
+    assert (files[DETECTOR_WEIGHTS], files[POSE_WEIGHTS]) == (
+        root / part.DETECTOR_DEST,
+        root / part.POSE_DEST,
+    )
+    assert (part.DETECTOR_DEST, part.POSE_DEST) == ("dwpose/yolox_l.onnx", "dwpose/dw-ll_ucoco_384.onnx")
 
 
 def test_resize_for_detection_matches_musepose_sizes():

@@ -624,7 +624,7 @@ def test_a_failed_conversion_leaves_no_temporary_files(server, root, tmp_path, m
 
 
 def test_package_entry_comes_from_the_installed_distribution(root, tmp_path, monkeypatch):
-    real = json.loads((REPO_ROOT / "weights_manifest.json").read_text())["files"]
+    real = manifests.load(REPO_ROOT / "weights_manifest.json").files
     packaged = {
         name: spec
         for name, spec in real.items()
