@@ -35,6 +35,7 @@ logger = runtime.get_logger("nst")
 class Predictor(BasePredictor):
     def setup(self) -> None:
         files = weights.ensure("nst")
+        runtime.configure_threads()
         self.device = runtime.select_device()
         # Style transfer uses only the convolutions; the classifier (about 0.5 GB) is not kept.
         state = read_checkpoint(files["vgg19"])
