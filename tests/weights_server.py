@@ -16,6 +16,7 @@ import urllib.parse
 from pathlib import Path
 
 import huggingface_hub
+import huggingface_hub.constants
 import pytest
 
 from predictors.common import weights

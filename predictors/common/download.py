@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx2
 import huggingface_hub
+import huggingface_hub.constants
 import requests
 
 log = logging.getLogger(__name__)

@@ -68,16 +68,12 @@ def weights_root() -> Path:
     return Path(os.environ.get("WEIGHTS_DIR") or REPO_ROOT / "weights").resolve()
 
 
-def custom_weights() -> str | None:
-    """Cog's ``COG_WEIGHTS`` (a custom checkpoint URL or path), for predictors that accept one."""
-    return os.environ.get("COG_WEIGHTS") or None
-
-
 def custom_weights_path() -> Path | None:
-    """``COG_WEIGHTS`` as a local path: a URL is downloaded once to ``<root>/custom/<name>`` (locked, atomic,
-    resumable like every weights file); a path must exist. None when it is not set."""
-    value = custom_weights()
-    if value is None:
+    """Cog's ``COG_WEIGHTS`` (a custom checkpoint's URL or path) as a local path: a URL is downloaded once to
+    ``<root>/custom/<name>`` (locked, atomic, resumable like every weights file); a path must exist. None when
+    it is not set."""
+    value = os.environ.get("COG_WEIGHTS")
+    if not value:
         return None
     if not value.startswith(("http://", "https://")):
         path = Path(value)

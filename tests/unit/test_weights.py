@@ -13,7 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-import huggingface_hub
+import huggingface_hub.constants
 import pytest
 
 from predictors.common import download, weights
@@ -525,13 +525,6 @@ def test_tiny_root_manifest_is_consumed_as_is(tmp_path, monkeypatch):
     found = weights.ensure("nst")
 
     assert found.files == {"magenta_arbitrary_predict": root / "nst/magenta/arbitrary_predict.onnx"}
-
-
-def test_custom_weights_reads_cog_weights(monkeypatch):
-    monkeypatch.delenv("COG_WEIGHTS", raising=False)
-    assert weights.custom_weights() is None
-    monkeypatch.setenv("COG_WEIGHTS", "https://example.org/custom.safetensors")
-    assert weights.custom_weights() == "https://example.org/custom.safetensors"
 
 
 def test_custom_weights_url_is_downloaded_once_under_the_root(server, root, monkeypatch):
