@@ -18,7 +18,6 @@ the style term is made of.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -40,8 +39,6 @@ _EPS = 1e-8
 PRECISIONS = ("auto", "fp32", "bf16")
 # The operator's override of precision "auto" (for example fp32 on a fleet where bf16 misbehaves).
 PRECISION_ENV = "TRIPTYCH_NST_PRECISION"
-
-log = logging.getLogger(__name__)
 
 
 def cpu_has_bf16() -> bool:

@@ -125,6 +125,8 @@ class Predictor(BasePredictor):
         ),
         output_quality: int = Input(description="Quality for jpg and webp.", default=95, ge=1, le=100),
     ) -> Iterator[Path]:
+        """Map the inputs onto the core's Job and save what it yields. Long only by its signature, the API's
+        declaration (Cog reads it statically); the body is the mapping."""
         self.outputs.start()
         content = media.load_image(image, what="image")
         styles = load_named_images(

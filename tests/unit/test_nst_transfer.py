@@ -9,16 +9,13 @@ from PIL import Image
 from predictors.common.errors import InputError
 from predictors.nst import objective, transfer
 from predictors.nst.objective import (
-    CONTENT_LAYER,
     PRECISION_ENV,
-    STYLE_LAYERS,
     Objective,
     autocast_dtype,
     gram_matrix,
     style_targets,
 )
 from predictors.nst.optimize import Final, Preview, _Colors, _scale_objective, build_schedule
-from predictors.nst.vgg import VGGFeatures
 from tests.nst_jobs import make_job
 from tools.tiny_weights.vgg19 import tiny_vgg19_state_dict
 
@@ -26,13 +23,9 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def state():
-    return tiny_vgg19_state_dict(seed=0)
-
-
-@pytest.fixture(scope="module")
-def vgg(state):
-    return VGGFeatures(state, (*STYLE_LAYERS, CONTENT_LAYER))
+def vgg():
+    """The tiny VGG19 as the job builds it (its state: ``tiny_vgg19_state_dict(seed=0)``)."""
+    return transfer.StyleTransfer(tiny_vgg19_state_dict(seed=0), None, CPU).features("max", "zeros")
 
 
 @pytest.mark.parametrize(
@@ -195,9 +188,9 @@ def test_run_with_fast_init_and_no_iterations_needs_no_vgg():
     assert fast.calls == [((64, 48), [(64, 48)], (1.0,), "none")]
 
 
-def test_run_streams_the_fast_preview_then_optimizes_in_the_chosen_precision(state, native_bf16):
+def test_run_streams_the_fast_preview_then_optimizes_in_the_chosen_precision(native_bf16):
     native_bf16(True)
-    job_transfer = transfer.StyleTransfer(state, _Fast(), CPU)
+    job_transfer = transfer.StyleTransfer(tiny_vgg19_state_dict(seed=0), _Fast(), CPU)
     content = Image.new("RGB", (32, 32), (200, 120, 10))
     style = Image.effect_noise((48, 48), 60).convert("RGB")
     job = make_job(init="fast", iterations=2, preview_every=1)
