@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from predictors.common import weights
+from tools.tiny_weights import environment, write_manifest
 from tools.tiny_weights import sd15 as layout
-from tools.tiny_weights import write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("TRIPTYCH_SHARED", REPO_ROOT.parent / "shared")) / "reference" / "sd"
@@ -138,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.root / "weights_manifest.json").is_file():
         seconds, _ = _timed(write_full_root, args.root)
         rows.append(("write full-size random root (once)", f"{seconds:.1f} s"))
-    os.environ.update(
-        {"WEIGHTS_DIR": str(args.root), "TRIPTYCH_MANIFEST": str(args.root / "weights_manifest.json")}
-    )
+    os.environ.update(environment(args.root))
     os.environ.pop("COG_WEIGHTS", None)
     from diffusers import DPMSolverMultistepScheduler
 
@@ -251,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         vae_encode, _ = _timed(sp.txt2img.vae.encode, pixels)
     reload_adapter, _ = _timed(
         sp.txt2img.load_ip_adapter,
-        str(args.root / "ip_adapter"),
+        str(args.root / layout.IP_ADAPTER_ROOT),
         subfolder="models",
         weight_name="ip-adapter_sd15.safetensors",
         local_files_only=True,
@@ -284,7 +283,7 @@ def _show(rows: list[tuple[str, str]], shown: int) -> int:
 
 def _size_check(root: Path) -> str:
     """How many weight files have the size of the real file (the shapes are real; headers differ)."""
-    real = json.loads((REPO_ROOT / "weights_manifest.json").read_text())["files"]
+    real = weights.load_manifest(REPO_ROOT / "weights_manifest.json").files
     checked = [
         (root / entry["dest"]).stat().st_size / entry["size"]
         for entry in real.values()

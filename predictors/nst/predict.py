@@ -14,19 +14,17 @@ from predictors.nst.optimize import Final
 from predictors.nst.transfer import Job, StyleTransfer, output_size
 from predictors.nst.vgg import read_checkpoint
 
-VGG_DEST = "nst/vgg19-dcbb9e9d.pth"
-PREDICT_DEST = "nst/magenta/arbitrary_predict.onnx"
-TRANSFORM_DEST = "nst/magenta/arbitrary_transform.onnx"
+MAGENTA = ("magenta_arbitrary_predict", "magenta_arbitrary_transform")
 
 logger = runtime.get_logger("nst")
 
 
 class Predictor(BasePredictor):
     def setup(self) -> None:
-        paths = weights.ensure("nst")
+        files = weights.ensure("nst")
         self.device = runtime.select_device()
-        fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=torch.get_num_threads())
-        self.transfer = StyleTransfer(read_checkpoint(paths[VGG_DEST]), fast, self.device)
+        fast = FastStylizer(*(files[name] for name in MAGENTA), threads=torch.get_num_threads())
+        self.transfer = StyleTransfer(read_checkpoint(files["vgg19"]), fast, self.device)
         self.outputs = media.Outputs()
 
     def healthcheck(self) -> bool:
@@ -169,9 +167,9 @@ class FastResult(Predictor):
     NOTICE = "This is the fast result (the feed-forward Magenta stylisation), not the full Gatys one."
 
     def setup(self) -> None:
-        paths = weights.ensure(["magenta_arbitrary_predict", "magenta_arbitrary_transform"])
+        files = weights.ensure(list(MAGENTA))
         threads = runtime.configure_threads()
-        fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=threads)
+        fast = FastStylizer(*(files[name] for name in MAGENTA), threads=threads)
         self.transfer = StyleTransfer(None, fast, torch.device("cpu"))
         self.outputs = media.Outputs()
 

@@ -14,6 +14,7 @@ from predictors.common import runtime
 from predictors.sd_style.blocks import adapter_scale
 from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges, planned_steps
 from tests.replicate_progress import progress_lines
+from tools import tiny_weights as tiny
 
 SIZE = 64
 FAMILY_NAMES = ["sd15", "sdxl"]
@@ -39,9 +40,8 @@ class LoadedPipelines(dict):
         self.root = root
 
     def __missing__(self, name: str) -> StylePipeline:
-        loaded = StylePipeline.load(
-            FAMILIES[name], self.root, device=torch.device("cpu"), dtype=torch.float32
-        )
+        files = tiny.ensure(self.root, FAMILIES[name].tag)
+        loaded = StylePipeline.load(FAMILIES[name], files, device=torch.device("cpu"), dtype=torch.float32)
         self[name] = loaded
         return loaded
 
@@ -300,9 +300,7 @@ def test_other_schedulers_equal_stock_diffusers(root, pipelines, scheduler):
     ours = sp.run(job, output_type="np")
     assert type(sp.txt2img.scheduler).__name__ == STOCK_SCHEDULERS[scheduler]
     scheduler_class = getattr(diffusers, STOCK_SCHEDULERS[scheduler])
-    stock = _stock(
-        sp, job, scheduler_class.from_pretrained(root / FAMILIES["sd15"].base, subfolder="scheduler")
-    )
+    stock = _stock(sp, job, scheduler_class.from_pretrained(_base_folder(root), subfolder="scheduler"))
     assert np.abs(ours - stock).max() <= 1e-5
 
 
@@ -413,6 +411,8 @@ def test_ip_adapter_bin_and_safetensors_load_alike(root, pipelines):
 def _fresh_unet(root):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel.from_pretrained(
-        root / FAMILIES["sd15"].base, subfolder="unet", variant="fp16"
-    )
+    return UNet2DConditionModel.from_pretrained(_base_folder(root), subfolder="unet", variant="fp16")
+
+
+def _base_folder(root):
+    return tiny.ensure(root, "sd_style/sd15").folder(FAMILIES["sd15"].base)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from tools.tiny_weights import dest
 from tools.tiny_weights.sd15 import (
     IMAGE_ENCODER_CONFIG,
     IP_ADAPTER_ROOT,
@@ -35,8 +36,8 @@ from tools.tiny_weights.sd15 import (
     write_tokenizer,
 )
 
-BASE = "sdxl/stable-diffusion-xl-base-1.0"
-CANNY = "sdxl/controlnet-canny-sdxl-1.0"
+BASE = dest("sdxl_base")
+CANNY = dest("controlnet-canny-sdxl-1.0")
 
 MODEL_INDEX = {
     "_class_name": "StableDiffusionXLPipeline",
