@@ -42,7 +42,7 @@ def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Ten
     return (style_y - style_y.mean()) * scale + content_y.mean()
 
 
-def grey_rgb(y: torch.Tensor) -> torch.Tensor:
+def gray_rgb(y: torch.Tensor) -> torch.Tensor:
     """A (1, 1, H, W) luminance as a three-channel image, the way VGG sees a luminance-only image."""
     return y.expand(-1, 3, -1, -1).clamp(0, 1)
 

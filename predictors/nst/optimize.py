@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from predictors.common.runtime import Progress, progress_bar
-from predictors.nst.color import grey_rgb, luminance, match_histogram, match_luminance, recombine_luminance
+from predictors.nst.color import gray_rgb, luminance, match_histogram, match_luminance, recombine_luminance
 from predictors.nst.objective import (
     MIN_SIDE,
     STYLE_WEIGHT,
@@ -180,13 +180,13 @@ class _Colors:
             styles = [match_histogram(style, content) for style in styles]
         elif mode == "luminance":
             content_y = luminance(content)
-            styles = [grey_rgb(match_luminance(luminance(style), content_y)) for style in styles]
-            content = grey_rgb(content_y)
+            styles = [gray_rgb(match_luminance(luminance(style), content_y)) for style in styles]
+            content = gray_rgb(content_y)
         self.content, self.styles = content, list(styles)
 
     def start(self, image: torch.Tensor, init: str) -> torch.Tensor:
         """A start from the style or the fast start, made grey like the content in luminance mode."""
-        return grey_rgb(luminance(image)) if self.mode == "luminance" and init in ("style", "fast") else image
+        return gray_rgb(luminance(image)) if self.mode == "luminance" and init in ("style", "fast") else image
 
     def output(self, image: torch.Tensor) -> torch.Tensor:
         if self.mode != "luminance":

@@ -136,7 +136,7 @@ def seen_calls(monkeypatch):
     return calls
 
 
-def test_inputs_reach_the_optimisation_by_value(predictor, seen_calls):
+def test_inputs_reach_the_optimization_by_value(predictor, seen_calls):
     with pytest.raises(Stop):
         run(
             predictor,

@@ -98,7 +98,7 @@ def test_recombine_keeps_result_luminance_and_content_chrominance():
     assert torch.allclose(combined[:, 1:][inside_iq], rgb_to_yiq(content)[:, 1:][inside_iq], atol=1e-4)
 
 
-def test_histogram_matching_gives_the_style_the_content_colour_statistics():
+def test_histogram_matching_gives_the_style_the_content_color_statistics():
     content = gaussian_image(CONTENT_MEAN, CONTENT_COV)
     style = gaussian_image(STYLE_MEAN, STYLE_COV, seed=1)
     mean, cov = stats(match_histogram(style, content))
@@ -109,7 +109,7 @@ def test_histogram_matching_gives_the_style_the_content_colour_statistics():
     assert (stats(style)[0] - target_mean).abs().max() > 0.3
 
 
-def test_luminance_mode_end_to_end_keeps_the_content_colours():
+def test_luminance_mode_end_to_end_keeps_the_content_colors():
     vgg = VGGFeatures(tiny_vgg19_state_dict(seed=0), (*STYLE_LAYERS, CONTENT_LAYER))
     content = gaussian_image(CONTENT_MEAN, CONTENT_COV, size=32)
     style = gaussian_image(STYLE_MEAN, STYLE_COV, size=32, seed=1)
@@ -119,7 +119,7 @@ def test_luminance_mode_end_to_end_keeps_the_content_colours():
     assert not torch.allclose(luminance(result), luminance(content), atol=1e-3)
 
 
-def test_histogram_mode_moves_result_colours_less_than_plain_transfer():
+def test_histogram_mode_moves_result_colors_less_than_plain_transfer():
     vgg = VGGFeatures(tiny_vgg19_state_dict(seed=0), (*STYLE_LAYERS, CONTENT_LAYER))
     content = gaussian_image(CONTENT_MEAN, CONTENT_COV, size=32)
     style = gaussian_image(STYLE_MEAN, STYLE_COV, size=32, seed=1)

@@ -36,7 +36,7 @@ def color_stats(image):
     return pixels.mean(0), pixels.std(0)
 
 
-def test_output_colours_move_toward_the_style(fast, content, style):
+def test_output_colors_move_toward_the_style(fast, content, style):
     result = fast.stylize(content, [style], [1.0])
     assert result.size == content.size
     c_mean, s_mean, r_mean = (color_stats(image)[0] for image in (content, style, result))
@@ -66,7 +66,7 @@ def _predict_network(fast, square: Image.Image) -> np.ndarray:
     return fast.predict.run(None, {fast.predict.get_inputs()[0].name: pixels})[0]
 
 
-def test_style_vector_is_the_style_network_on_the_centre_square(fast, style):
+def test_style_vector_is_the_style_network_on_the_center_square(fast, style):
     wide = style.resize((300, 200))
     vector = fast.style_vector(wide)
     assert vector.shape == (1, 1, 1, 100) and vector.dtype == np.float32
@@ -76,7 +76,7 @@ def test_style_vector_is_the_style_network_on_the_centre_square(fast, style):
     assert np.abs(_predict_network(fast, wide.crop((0, 0, 200, 200))) - expected).max() > 1e-3
 
 
-def test_blended_vector_is_the_normalised_weighted_mean(fast, content, style, monkeypatch):
+def test_blended_vector_is_the_normalized_weighted_mean(fast, content, style, monkeypatch):
     red = Image.new("RGB", (64, 64), (200, 40, 30))
     vectors = []
     real_run = fast.transform.run

@@ -117,7 +117,7 @@ def test_torchvision_indices_are_the_layers_the_code_names(vgg, state):
         torch.testing.assert_close(features[name].double(), plain[index], rtol=1e-4, atol=1e-6)
 
 
-def test_style_targets_are_the_normalised_grams_of_the_five_style_layers(vgg, state):
+def test_style_targets_are_the_normalized_grams_of_the_five_style_layers(vgg, state):
     _, style, _ = _images()
     targets = style_targets(vgg, [style], [1.0], (48, 32), 1.0)
     plain = plain_features(state, style)

@@ -100,7 +100,7 @@ def test_not_a_checkpoint_is_a_weights_error(tmp_path):
         load(path, ["relu1_1"])
 
 
-def test_imagenet_normalisation_is_inside_the_module(checkpoint, state):
+def test_imagenet_normalization_is_inside_the_module(checkpoint, state):
     vgg = load(checkpoint, ["conv1_1"])
     mean_image = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(1, 3, 8, 8)
     # The mean colour normalises to zero, so the first convolution returns its bias alone.
