@@ -22,6 +22,7 @@ logger = runtime.get_logger("nst")
 class Predictor(BasePredictor):
     def setup(self) -> None:
         files = weights.ensure("nst")
+        runtime.configure_threads()
         self.device = runtime.select_device()
         fast = FastStylizer(*(files[name] for name in MAGENTA), threads=torch.get_num_threads())
         self.transfer = StyleTransfer(read_checkpoint(files["vgg19"]), fast, self.device)
