@@ -41,7 +41,7 @@ def final_digest(predictor, **inputs):
 
 
 def test_setup_resolves_every_file_through_the_tiny_manifest(predictor):
-    assert predictor.transfer.features("max", "zeros").widths["conv1_1"] == 4
+    assert predictor.transfer.features("max", "zeros").body[0].out_channels == 4  # conv1_1
     assert predictor.transfer.fast.transform.get_inputs()[0].shape == [1, 384, 384, 3]
 
 

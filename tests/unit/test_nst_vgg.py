@@ -55,7 +55,7 @@ def test_torchvision_layout_file_loads_with_widths_from_the_file(checkpoint):
     assert features["relu1_1"].shape == (1, TINY_BLOCK_WIDTHS[0], 64, 48)
     assert features["relu3_1"].shape == (1, TINY_BLOCK_WIDTHS[2], 16, 12)
     assert features["relu5_1"].shape == (1, TINY_BLOCK_WIDTHS[4], 4, 3)
-    assert vgg.widths["conv1_1"] == TINY_BLOCK_WIDTHS[0]
+    assert vgg.body[0].out_channels == TINY_BLOCK_WIDTHS[0]  # conv1_1
 
 
 def test_only_builds_up_to_the_deepest_requested_layer(checkpoint):
