@@ -238,63 +238,38 @@ def machine_rows(check: Check) -> None:
 # -------------------------------------------------------------------------------------------------- nst
 
 
-@contextlib.contextmanager
-def nst_precision(precision: str) -> Iterator[None]:
-    """The VGG pass of the nst core in ``precision`` ("fp32" or "bf16" autocast) on any device.
-
-    The core picks its autocast in one function, ``stylize.vgg_autocast``; the check swaps it for the
-    precision it measures (the core's losses and Gram matrices are fp32 either way)."""
-    from predictors.nst import stylize
-
-    def autocast(device: torch.device):
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-
-    original = stylize.vgg_autocast
-    stylize.vgg_autocast = autocast
-    try:
-        yield
-    finally:
-        stylize.vgg_autocast = original
-
-
 def nst_rows(check: Check) -> None:
-    from predictors.nst.stylize import (
-        CONTENT_LAYER,
-        STYLE_LAYERS,
-        Objective,
-        Optimisation,
-        Settings,
-        prepare_for_device,
-        style_targets,
-    )
+    """s/iteration of the nst core's default objective, the VGG pass in fp32 and in bf16 autocast (the core's
+    Gram matrices and losses are fp32 either way)."""
+    from predictors.nst.objective import CONTENT_LAYER, STYLE_LAYERS, STYLE_WEIGHT, Objective, style_targets
+    from predictors.nst.optimize import Optimization, prepare_for_device
     from predictors.nst.vgg import VGGFeatures
     from tools.tiny_weights.vgg19 import tiny_vgg19_state_dict
 
     state = tiny_vgg19_state_dict(seed=0, block_widths=check.plan.vgg_widths)
     vgg = VGGFeatures(state, (*STYLE_LAYERS, CONTENT_LAYER)).to(check.device)
     prepare_for_device(vgg)
-    settings = Settings()
+    weights = {"content_weight": 1.0, "style_weight": STYLE_WEIGHT, "tv_weight": 1.0}
     generator = torch.Generator().manual_seed(0)
     note = "L-BFGS, one objective evaluation"
     if check.device.type == "cuda":
         # torch's default lets cuDNN run fp32 convolutions in TF32 on Ampere and later: what production runs.
         note += f"; cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
     for size in check.plan.nst_sizes:
-        for precision in ("fp32", "bf16"):
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             name = f"nst s/iteration {size}² {precision}"
             if check.spent():
                 check.rows.append(Row(name, SKIPPED))
                 continue
             content = torch.rand(1, 3, size, size, generator=generator).to(check.device)
             style = torch.rand(1, 3, size, size, generator=generator).to(check.device)
-            with nst_precision(precision), check.peak() as peak:
-                grams = style_targets(vgg, [style], [1.0], (size, size), 1.0)
-                optimisation = Optimisation(Objective(vgg, content, grams, settings), content, settings)
-                seconds = check.seconds(optimisation.step)
+            with check.peak() as peak:
+                grams = style_targets(vgg, [style], [1.0], (size, size), 1.0, dtype)
+                objective = Objective(vgg, content, grams, **weights, dtype=dtype)
+                optimization = Optimization(objective, content, "lbfgs")
+                seconds = check.seconds(optimization.step)
             check.rows.append(Row(name, f"{seconds:.4f}", peak[0], note))
-            del optimisation, grams
+            del optimization, objective, grams
 
 
 # --------------------------------------------------------------------------------------------- sd_style
@@ -441,8 +416,8 @@ def musepose_rows(check: Check) -> None:
 def dwpose_rows(check: Check) -> None:
     import onnxruntime as ort
 
-    from predictors.common.dwpose import create_session
     from predictors.common.dwpose.estimator import PoseEstimator
+    from predictors.common.onnx import create_session
     from tools.tiny_weights import dwpose as standins
 
     plan = check.plan

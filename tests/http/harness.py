@@ -34,11 +34,11 @@ tests on one worker so the server starts once)::
         server.wait_ready()
 
 Fixtures (``tests/http/conftest.py``): ``cog_server(predictor, env=None)`` starts a server (the schema comes
-from ``tools.cog_schema``; the environment gets what the images set, ``TRIPTYCH_REJECT_LOCAL_PATHS=1`` and
-``HF_HUB_OFFLINE=1``, plus ``env``) and stops it at the end of the module; ``predictor_server(predictor,
-env=None)`` is the same but shared by every module of the session that asks for the same predictor and
-environment (a predictor's functional and hostile-input modules, one xdist group), with a private temp
-directory and HOME; ``webhook`` is a ``WebhookReceiver`` for the module.
+from ``tools.cog_schema``; the environment gets what the images set, ``TRIPTYCH_REJECT_LOCAL_PATHS=1``, plus
+``env``, over the suite's own, which keeps ``HF_HUB_OFFLINE=1``) and stops it at the end of the module;
+``predictor_server(predictor, env=None)`` is the same but shared by every module of the session that asks
+for the same predictor and environment (a predictor's functional and hostile-input modules, one xdist
+group), with a private temp directory and HOME; ``webhook`` is a ``WebhookReceiver`` for the module.
 
 ``CogServer`` methods: ``predict(inputs)`` (sync, retries 409, returns the prediction JSON whatever its
 status), ``post_prediction(inputs, ...)`` (the raw response, for 422 checks), ``predict_async(inputs,

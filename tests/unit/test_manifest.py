@@ -10,9 +10,10 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import jsonschema
 import pytest
 
-from predictors.common import weights
+from predictors.common import manifest as manifests
 
 MANIFEST = Path(__file__).resolve().parents[2] / "weights_manifest.json"
 # Groups of reference/sd/weights_manifest.json whose keys are paths inside these repositories
@@ -22,7 +23,6 @@ REFERENCE_REPOS = {
     "sdxl_base": ("stabilityai/stable-diffusion-xl-base-1.0",),
     "ip_adapter_h94": ("h94/IP-Adapter",),
 }
-HF_FILE = re.compile(r"https://huggingface\.co/([^/]+/[^/]+)/resolve/[^/]+/(.+)")
 DEV_PINS = dict(
     line.split("==", 1)
     for line in (MANIFEST.parent / "requirements" / "dev.txt").read_text().splitlines()
@@ -31,33 +31,38 @@ DEV_PINS = dict(
 
 
 @pytest.fixture(scope="module")
-def manifest() -> dict:
-    return json.loads(MANIFEST.read_text())
+def manifest() -> manifests.Manifest:
+    return manifests.load(MANIFEST, strict=True)
+
+
+def test_the_schema_is_a_valid_json_schema_and_names_the_tags():
+    jsonschema.Draft202012Validator.check_schema(manifests.SCHEMA)
+    assert manifests.TAGS == ("nst", "sd_style/sd15", "sd_style/sdxl", "musepose")
 
 
 def test_manifest_is_valid_with_every_conversion_input_listed():
-    loaded = weights.load_manifest(MANIFEST, strict=True)
+    loaded = manifests.load(MANIFEST, strict=True)
     assert loaded.files
 
 
 def test_every_destination_is_unique(manifest):
-    dests = [entry["dest"] for entry in manifest["files"].values()]
-    dests += [out["dest"] for step in manifest["conversions"].values() for out in step["outputs"].values()]
+    dests = [entry["dest"] for entry in manifest.files.values()]
+    dests += [out["dest"] for step in manifest.conversions.values() for out in step["outputs"].values()]
     assert sorted(dest for dest in set(dests) if dests.count(dest) > 1) == []
 
 
 def test_every_predictor_tag_is_used(manifest):
     used = {
         tag
-        for item in [*manifest["files"].values(), *manifest["conversions"].values()]
+        for item in [*manifest.files.values(), *manifest.conversions.values()]
         for tag in item["needed_by"]
     }
-    assert used == set(weights.TAGS)
+    assert used == set(manifests.TAGS)
 
 
 def test_conversion_inputs_name_existing_entries(manifest):
-    for name, step in manifest["conversions"].items():
-        assert set(step["inputs"]) <= set(manifest["files"]), name
+    for name, step in manifest.conversions.items():
+        assert set(step["inputs"]) <= set(manifest.files), name
 
 
 def _reference_sd_facts(reference: dict) -> dict[str, dict]:
@@ -90,15 +95,15 @@ def _reference_sd_facts(reference: dict) -> dict[str, dict]:
 def test_sd_entries_match_the_reference_sha256_and_size(manifest, reference_dir):
     facts = _reference_sd_facts(json.loads((reference_dir / "sd/weights_manifest.json").read_text()))
     checked = []
-    for name, entry in manifest["files"].items():
-        match = HF_FILE.fullmatch(entry["url"])
-        fact = facts.get("/".join(match.groups())) if match else None
+    for name, entry in manifest.files.items():
+        hf = entry.get("hf")
+        fact = facts.get(f"{hf['repo_id']}/{hf['filename']}") if hf else None
         if fact is None:
             continue
         checked.append(name)
         for key, value in fact.items():
             assert entry[key] == value, f"{name}.{key}"
-    sd_entries = [name for name, entry in manifest["files"].items() if "sd_style" in str(entry["needed_by"])]
+    sd_entries = [name for name, entry in manifest.files.items() if "sd_style" in str(entry["needed_by"])]
     assert checked or not sd_entries, "no sd_style entry could be matched to the reference"
 
 
@@ -109,7 +114,7 @@ def test_pose_and_musepose_sizes_match_the_reference(manifest, shared_dir, refer
         for file, size in re.findall(r"`([\w.-]+\.(?:pth|onnx))`[^\n]*?(\d{1,3}(?:,\d{3}){2,})", text):
             sizes[file].add(int(size.replace(",", "")))
     checked = set()
-    for name, entry in manifest["files"].items():
+    for name, entry in manifest.files.items():
         file = entry["dest"].rsplit("/", 1)[-1]
         if entry["dest"].startswith(("dwpose/", "musepose/")) and file in sizes:
             assert len(sizes[file]) == 1, f"the reference gives {file} several sizes"
@@ -120,14 +125,14 @@ def test_pose_and_musepose_sizes_match_the_reference(manifest, shared_dir, refer
 
 def test_vgg19_sha256_carries_the_prefix_in_its_file_name(manifest, reference_dir):
     facts = json.loads((reference_dir / "nst/vgg19_torchvision.json").read_text())
-    (entry,) = [entry for entry in manifest["files"].values() if entry["dest"].endswith("/" + facts["file"])]
+    (entry,) = [entry for entry in manifest.files.values() if entry["dest"].endswith("/" + facts["file"])]
     assert entry["url"] == facts["url"]
     if entry["sha256"] is not None:
         assert entry["sha256"].startswith(facts["sha256_prefix"])
 
 
 def test_package_entries_match_the_installed_wheel_files(manifest):
-    packaged = {name: entry for name, entry in manifest["files"].items() if "package" in entry}
+    packaged = {name: entry for name, entry in manifest.files.items() if "package" in entry}
     assert {entry["dest"] for entry in packaged.values()} >= {
         "nst/magenta/arbitrary_predict.onnx",
         "nst/magenta/arbitrary_transform.onnx",
@@ -143,3 +148,31 @@ def test_package_entries_match_the_installed_wheel_files(manifest):
         assert distribution.version == package["version"], f"{name}: install requirements/dev.txt"
         data = Path(distribution.locate_file(package["path"])).read_bytes()
         assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["size"]), name
+
+
+def test_hugging_face_files_come_from_the_hub_at_a_revision(manifest):
+    hub = {name: entry["hf"] for name, entry in manifest.files.items() if "hf" in entry}
+    assert len(hub) == 55 and len(manifest.files) == 58
+    assert {hf["revision"] for hf in hub.values()} == {"main"}  # docs/weights.md: pin on a connected machine
+    assert hub["dwpose_yolox_l"] == {
+        "repo_id": "yzd-v/DWPose",
+        "filename": "yolox_l.onnx",
+        "revision": "main",
+    }
+    urls = [
+        url for entry in manifest.files.values() for url in (entry.get("url", ""), *entry.get("mirrors", ()))
+    ]
+    assert not [url for url in urls if "huggingface.co" in url]
+
+
+def test_the_base_role_marks_the_base_weights_a_custom_checkpoint_replaces(manifest):
+    base = sorted(name for name, entry in manifest.files.items() if entry.get("role") == "base")
+    assert base == [
+        "sd15_base/text_encoder/model.fp16.safetensors",
+        "sd15_base/unet/diffusion_pytorch_model.fp16.safetensors",
+        "sd15_base/vae/diffusion_pytorch_model.fp16.safetensors",
+        "sdxl_base/text_encoder/model.fp16.safetensors",
+        "sdxl_base/text_encoder_2/model.fp16.safetensors",
+        "sdxl_base/unet/diffusion_pytorch_model.fp16.safetensors",
+        "sdxl_base/vae/diffusion_pytorch_model.fp16.safetensors",
+    ]

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from predictors.common import manifest as manifests
 from predictors.common import weights
 from predictors.common.errors import WeightsError
 from predictors.musepose.convert import (
@@ -209,7 +210,7 @@ def test_an_unreadable_config_is_named(public, tmp_path):
 
 
 def test_the_manifest_registers_the_conversion_and_setup_hands_it_in(monkeypatch):
-    manifest = weights.load_manifest(REPO / "weights_manifest.json")
+    manifest = manifests.load(REPO / "weights_manifest.json")
     step = manifest.conversions["musepose_compact"]
     assert sorted(step["inputs"]) == sorted([CONFIG_INPUT, *(spec.source for spec in CHECKPOINTS)])
     assert step["kept_inputs"] == [CONFIG_INPUT]  # setup() builds the networks from it

@@ -1,140 +1,40 @@
-"""The weights layer against a real HTTP server on 127.0.0.1: download, resume, verification, locking,
-offline failure, stamps, mirrors, package-sourced files, pget and conversions."""
+"""The weights layer against a real HTTP server on 127.0.0.1 (tests/weights_server.py, which also answers as
+the Hugging Face Hub does): download, resume, verification, locking, offline failure, stamps, mirrors,
+package-sourced files, pget, conversions, names and folders, Hugging Face files."""
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import io
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.parse
 import zipfile
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 from predictors.common import download, weights
+from predictors.common import manifest as manifests
 from predictors.common.errors import WeightsError
-from tools import weights as weights_cli
+from tests import weights_server
+from tests.weights_server import (
+    PAYLOAD,
+    closed_port_url,
+    entry,
+    hf_file,
+    leftovers,
+    sha256,
+    use_hub,
+    use_manifest,
+)
+
+# The fixtures, under their names for pytest.
+server, root = weights_server.server, weights_server.root
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PAYLOAD = bytes(range(256)) * 1200  # 307,200 bytes: several chunks, so a transfer can be cut mid-way
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class FileServer:
-    """A threaded HTTP server with Range support and switches to cut, slow down and count transfers."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
-        self.cut_after: dict[str, int] = {}  # path -> bytes sent before the next transfer is cut
-        self.ignore_range = False
-        self.chunk_delay_s = 0.0
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{path}"
-
-    def gets(self, path: str) -> list[str | None]:
-        return [header for name, header in self.requests if name == path]
-
-    def _handler(self):
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = urllib.parse.urlsplit(self.path).path.lstrip("/")
-                server.requests.append((path, self.headers.get("Range")))
-                if path not in server.files:
-                    self.send_error(404)
-                    return
-                body = server.files[path]
-                start = 0
-                if self.headers.get("Range") and not server.ignore_range:
-                    start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                send = body[start:]
-                cut = server.cut_after.pop(path, None)
-                for offset in range(0, len(send) if cut is None else cut, 16384):
-                    self.wfile.write(send[offset : min(offset + 16384, cut or len(send))])
-                    time.sleep(server.chunk_delay_s)
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
-
-
-@pytest.fixture
-def server():
-    files = FileServer()
-    files.thread.start()
-    yield files
-    files.httpd.shutdown()
-    files.httpd.server_close()
-
-
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    """An empty weights root; downloads retry without waiting; loopback never goes through a proxy."""
-    path = tmp_path / "weights"
-    monkeypatch.setenv("WEIGHTS_DIR", str(path))
-    monkeypatch.setenv("TRIPTYCH_WEIGHTS_BACKOFF", "0")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    return path
-
-
-def entry(url: str, dest: str, data: bytes | None = None, needed_by=("nst",), **extra) -> dict:
-    return {
-        "dest": dest,
-        "url": url,
-        "sha256": sha256(data) if data is not None else None,
-        "size": len(data) if data is not None else None,
-        "license": "MIT",
-        "needed_by": list(needed_by),
-        "source": "test",
-        **extra,
-    }
-
-
-def use_manifest(tmp_path, monkeypatch, files: dict, conversions: dict | None = None) -> Path:
-    path = tmp_path / "weights_manifest.json"
-    path.write_text(json.dumps({"schema_version": 1, "files": files, "conversions": conversions or {}}))
-    monkeypatch.setenv("TRIPTYCH_MANIFEST", str(path))
-    return path
-
-
-def closed_port_url(path: str) -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{path}"
-
-
-def leftovers(root: Path) -> list[str]:
-    """Partial downloads and lock files: none may remain once ``ensure`` returns or raises."""
-    names = (path.name for path in root.rglob("*"))
-    return sorted(name for name in names if name.endswith((".part", ".lock")) or ".part." in name)
 
 
 def test_clean_download_verifies_stamps_and_selects_by_tag(server, root, tmp_path, monkeypatch):
@@ -255,7 +155,7 @@ def test_the_lock_excludes_while_its_file_is_removed_at_each_release(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["journal"]
 
 
-def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, monkeypatch, capsys):
+def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, monkeypatch):
     url = closed_port_url("a.bin")
     use_manifest(tmp_path, monkeypatch, {"a": entry(url, "nst/a.bin", PAYLOAD)})
     message = (
@@ -268,9 +168,6 @@ def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, m
 
     assert str(error.value) == message
     assert not (root / "nst/a.bin").exists() and leftovers(root) == []
-    # `make weights PREDICTOR=nst` ends with the same sentence, not a traceback.
-    assert weights_cli.main(["fetch", "nst"]) == 1
-    assert capsys.readouterr().err == f"error: {message}\n"
 
 
 @pytest.mark.parametrize(
@@ -346,12 +243,12 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
     files = {
         "a": entry(dead, "x/a.bin", PAYLOAD, mirrors=[server.url("bad/a.bin"), server.url("good/a.bin")]),
         "b": entry(dead, "x/b.bin", PAYLOAD[::-1]),
-        "c": entry("https://huggingface.co/org/repo/resolve/main/c.bin", "x/c.bin", b"c" * 10),
+        "c": {**entry(None, "x/c.bin", b"c" * 10), "hf": hf_file("org/repo", "c.bin")},
     }
     use_manifest(tmp_path, monkeypatch, files)
     assert weights.ensure(["a"])["a"].read_bytes() == PAYLOAD
 
-    # HF_ENDPOINT stands in for https://huggingface.co in Hugging Face URLs.
+    # HF_ENDPOINT stands in for https://huggingface.co for Hugging Face files.
     monkeypatch.setenv("HF_ENDPOINT", server.url("hf"))
     assert weights.ensure(["c"])["c"].read_bytes() == b"c" * 10
 
@@ -374,11 +271,16 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
             lambda m: m["files"]["a"].update(sha256="abc"),
             "files.a.sha256 must be 64 hex digits or null, got 'abc'",
         ),
-        (lambda m: m["files"]["a"].pop("url"), "files.a lacks 'url'"),
+        (lambda m: m["files"]["a"].pop("url"), "files.a lacks 'url' (or 'hf', for a Hugging Face file)"),
+        (lambda m: m["files"]["a"].update(hf=hf_file("o/r", "a.bin")), "files.a has both 'url' and 'hf'"),
+        (
+            lambda m: m["files"]["a"].update(hf={"repo_id": "o/r", "filename": "a.bin"}),
+            "files.a.hf lacks 'revision'",
+        ),
         (lambda m: m["files"]["a"].update(sha265=None), "files.a has unknown key 'sha265'"),
         (
             lambda m: m["files"]["a"].update(needed_by=["nts"]),
-            "files.a.needed_by must be a non-empty list of",
+            "files.a.needed_by.0 must be one of nst, sd_style/sd15, sd_style/sdxl, musepose, got 'nts'",
         ),
         (lambda m: m["files"]["a"].update(dest="../a.bin"), "files.a.dest must be a relative path"),
         (lambda m: m["files"]["a"].update(size="12"), "files.a.size must be a byte count or null, got '12'"),
@@ -390,7 +292,12 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
             lambda m: m["conversions"]["c"].update(kept_inputs=["b"]),
             "conversions.c.kept_inputs names 'b', which",
         ),
-        (lambda m: m["files"]["a"].update(role="unet"), "files.a.role must be one of base, got 'unet'"),
+        (
+            lambda m: m["files"]["a"].update(needed_by=[]),
+            "files.a.needed_by must be a non-empty list of nst,",
+        ),
+        (lambda m: m["files"]["a"].update(role="unet"), "files.a.role must be one of base (the base model's"),
+        (lambda m: m["files"]["a"].update(size=True), "files.a.size must be a byte count or null, got True"),
         (
             lambda m: m.update(folders={"f": "../x"}),
             "folders.f must be a relative path inside the weights root, got '../x'",
@@ -414,31 +321,8 @@ def test_manifest_schema_errors_name_the_field(tmp_path, mutate, message):
     path.write_text(json.dumps(manifest))
 
     with pytest.raises(WeightsError, match=r"^The weights manifest .* is invalid: ") as error:
-        weights.load_manifest(path)
+        manifests.load(path)
     assert message in str(error.value)
-
-
-def test_check_reports_conversion_inputs_missing_from_files(tmp_path, capsys):
-    manifest = {
-        "schema_version": 1,
-        "files": {},
-        "conversions": {
-            "c": {
-                "inputs": ["a"],
-                "outputs": {"o": {"dest": "o", "license": "MIT"}},
-                "needed_by": ["nst"],
-            }
-        },
-    }
-    path = tmp_path / "m.json"
-    path.write_text(json.dumps(manifest))
-
-    assert weights_cli.main(["check", str(path)]) == 1
-    assert "conversions.c.inputs names 'a', which files lacks" in capsys.readouterr().err
-    path.write_text(json.dumps({**manifest, "folders": {"f": "elsewhere"}}))
-    assert weights_cli.main(["check", str(path)]) == 1
-    assert "folders.f 'elsewhere' holds no listed file" in capsys.readouterr().err
-    weights.load_manifest(path)  # a tiny root's manifest may omit conversion inputs
 
 
 def double_and_reverse(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
@@ -567,7 +451,7 @@ def test_a_failed_conversion_leaves_no_temporary_files(server, root, tmp_path, m
 
 
 def test_package_entry_comes_from_the_installed_distribution(root, tmp_path, monkeypatch):
-    real = json.loads((REPO_ROOT / "weights_manifest.json").read_text())["files"]
+    real = manifests.load(REPO_ROOT / "weights_manifest.json").files
     packaged = {
         name: spec
         for name, spec in real.items()
@@ -641,13 +525,6 @@ def test_tiny_root_manifest_is_consumed_as_is(tmp_path, monkeypatch):
     found = weights.ensure("nst")
 
     assert found.files == {"magenta_arbitrary_predict": root / "nst/magenta/arbitrary_predict.onnx"}
-
-
-def test_custom_weights_reads_cog_weights(monkeypatch):
-    monkeypatch.delenv("COG_WEIGHTS", raising=False)
-    assert weights.custom_weights() is None
-    monkeypatch.setenv("COG_WEIGHTS", "https://example.org/custom.safetensors")
-    assert weights.custom_weights() == "https://example.org/custom.safetensors"
 
 
 def test_custom_weights_url_is_downloaded_once_under_the_root(server, root, monkeypatch):
@@ -730,3 +607,94 @@ def test_a_conversion_its_predictor_did_not_hand_in_is_named(server, root, tmp_p
     with pytest.raises(WeightsError, match=r"^The conversion compact must be handed to ensure\(\) by the"):
         weights.ensure("musepose", conversions={"other": double_and_reverse})
     assert not (root / "compact").exists()
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["small-file", "lfs-redirect"])
+def test_hugging_face_files_come_through_the_hub_with_token_and_revision(
+    server, root, tmp_path, monkeypatch, redirect
+):
+    server.hub_redirect = redirect
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD, "sub/b.json": b"{}"}, revision=commit)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+
+    found = weights.ensure("nst")
+
+    assert found["a.bin"].read_bytes() == PAYLOAD and found["sub/b.json"].read_bytes() == b"{}"
+    assert found["a.bin"] == root / "x/a.bin"
+    assert json.loads((root / "x/a.bin.verified").read_text())["sha256"] == sha256(PAYLOAD)
+    # The pinned revision is the one asked for, with the token; the body came once.
+    assert server.heads == [
+        (f"hub/org/models/resolve/{commit}/{name}", "Bearer hf_test_token")
+        for name in ("a.bin", "sub/b.json")
+    ]
+    body = f"cdn/{sha256(PAYLOAD)}" if redirect else f"hub/org/models/resolve/{commit}/a.bin"
+    assert server.gets(body) == [None]
+    # The library's staging folder and metadata are gone; only the files and their stamps remain.
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "x",
+        "x/a.bin",
+        "x/a.bin.verified",
+        "x/sub",
+        "x/sub/b.json",
+        "x/sub/b.json.verified",
+    ]
+    # Verified: the hub is not asked again.
+    assert weights.ensure("nst").files == found.files and len(server.heads) == 2
+
+
+@pytest.mark.parametrize("ignore_range", [False, True], ids=["range", "server-ignores-range"])
+def test_a_hub_transfer_cut_mid_way_resumes_with_range(server, root, tmp_path, monkeypatch, ignore_range):
+    # huggingface_hub writes what it receives in 10 MiB chunks (constants.DOWNLOAD_CHUNK_SIZE) and resumes
+    # after the last whole one: 12 MiB cut after 11 MiB resume at 10 MiB.
+    data = bytes(range(256)) * (12 * 4096)
+    use_hub(server, monkeypatch, tmp_path, {"a.bin": data})
+    path = "hub/org/models/resolve/main/a.bin"
+    server.cut_after[path] = 11 << 20
+    server.ignore_range = ignore_range
+
+    assert weights.ensure(["a.bin"])["a.bin"].read_bytes() == data
+
+    assert server.gets(path) == [None, f"bytes={10 << 20}-"]
+    assert leftovers(root) == []
+
+
+def test_a_hub_file_with_the_wrong_sha256_keeps_nothing(server, root, tmp_path, monkeypatch):
+    entries = use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD})
+    server.files["hub/org/models/resolve/main/a.bin"] = PAYLOAD[::-1]  # same size, other bytes
+
+    with pytest.raises(WeightsError, match=r"does not match the manifest \(sha256 expected"):
+        weights.ensure(list(entries))
+
+    assert list(root.rglob("*")) == [root / "x"]
+
+
+def test_offline_hub_file_names_file_url_and_remedy(server, root, tmp_path, monkeypatch, caplog):
+    use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    url = f"{server.url('hub')}/org/models/resolve/main/a.bin"
+
+    with caplog.at_level(logging.WARNING, logger="predictors"), pytest.raises(WeightsError) as error:
+        weights.ensure("nst")
+
+    assert str(error.value) == (
+        f"The weights file x/a.bin is missing and could not be downloaded from {url}; run "
+        f"`make weights PREDICTOR=nst` on a connected machine, or copy the file to {root}/x/a.bin."
+    )
+    assert f"Could not download x/a.bin: {url}: HF_HUB_OFFLINE is set" in caplog.messages
+    assert server.heads == [] and list(root.rglob("*")) == [root / "x"]
+
+
+def test_a_missing_hub_file_is_one_short_reason(server, root, tmp_path, monkeypatch, caplog):
+    entries = use_hub(server, monkeypatch, tmp_path, {"a.bin": PAYLOAD})
+    del server.files["hub/org/models/resolve/main/a.bin"]
+
+    with (
+        caplog.at_level(logging.WARNING, logger="predictors"),
+        pytest.raises(WeightsError, match="is missing"),
+    ):
+        weights.ensure(list(entries))
+
+    assert [m for m in caplog.messages if m.startswith("Could not download")] == [
+        f"Could not download x/a.bin: {server.url('hub')}/org/models/resolve/main/a.bin: HTTP 404"
+    ]

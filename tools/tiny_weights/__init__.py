@@ -15,6 +15,7 @@ generator sources, the real manifest, the seed and the library versions that sha
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -28,6 +29,7 @@ from unittest import mock
 
 from filelock import FileLock
 
+from predictors.common import manifest as manifests
 from predictors.common import weights
 from predictors.common.download import sha256_of
 
@@ -58,8 +60,8 @@ def _cache_key(parts: list[str], seed: int) -> str:
 
 
 @functools.cache
-def _real_manifest() -> weights.Manifest:
-    return weights.load_manifest(REAL_MANIFEST)
+def _real_manifest() -> manifests.Manifest:
+    return manifests.load(REAL_MANIFEST)
 
 
 def dest(name: str) -> str:
@@ -86,13 +88,7 @@ def write_manifest(root: Path) -> None:
             raise ValueError(f"tiny weights wrote {dest}, which weights_manifest.json does not list")
         name = by_dest[dest]
         files[name] = {**real.files[name], "sha256": sha256_of(path), "size": path.stat().st_size}
-    manifest = {
-        "schema_version": weights.SCHEMA_VERSION,
-        "folders": real.folders,
-        "files": files,
-        "conversions": real.conversions,
-    }
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    manifests.save(dataclasses.replace(real, path=root / MANIFEST_NAME, files=files))
 
 
 def build(parts: list[str], seed: int = 0, cache_dir: Path | None = None) -> Path:
