@@ -53,7 +53,7 @@ def overhead_rows(folder: Path, frames: int) -> list[tuple[str, str]]:
     rng = np.random.default_rng(0)
     for label, (width, height) in SIZES.items():
         image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-        for rules in ("controlnet", "musepose"):
+        for rules in ("controlnet", "mmpose"):
             model = Wholebody(folder / "yolox_l.onnx", folder / "dw-ll_ucoco_384.onnx", rules=rules)
             model.detector = TimedSession(model.detector)
             model.estimator.session = TimedSession(model.estimator.session)

@@ -268,7 +268,7 @@ def render_poses(
     video_w, video_h = video_size
     canvas_h = int(video_h * CANVAS_WIDTH / video_w)
     for pose in poses:
-        canvas = render_pose(pose, canvas_h, CANVAS_WIDTH, style="musepose")
+        canvas = render_pose(pose, canvas_h, CANVAS_WIDTH, style="scaled")
         yield cv2.resize(canvas, size, interpolation=cv2.INTER_LINEAR)
 
 

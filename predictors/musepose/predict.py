@@ -60,7 +60,7 @@ class Predictor(BasePredictor):
         dtype = runtime.select_dtype(self.device)
         # Several GPUs: worker processes share the denoising (predictors/musepose/distributed.py).
         pipeline = load_pipeline(pipeline_files(files), self.device, dtype)
-        pose_model = Wholebody(files[DETECTOR_WEIGHTS], files[POSE_WEIGHTS], rules="musepose")
+        pose_model = Wholebody(files[DETECTOR_WEIGHTS], files[POSE_WEIGHTS], rules="mmpose")
         self.animator = Animator(pipeline, pose_model)
         self.outputs = media.Outputs()
 

@@ -79,7 +79,7 @@ def test_detector_decode_and_both_rule_sets(golden, name):
         detect(session, image_in, "controlnet"), onnx_rules["final_boxes"], onnx_rules["final_scores"]
     )
     muse = case["musepose_rules_derived"]
-    _assert_detections(detect(session, image_in, "musepose"), muse["final_boxes"], muse["final_scores"])
+    _assert_detections(detect(session, image_in, "mmpose"), muse["final_boxes"], muse["final_scores"])
 
 
 @pytest.mark.parametrize("batch", ["dynamic", "fixed"])
@@ -129,7 +129,7 @@ def test_pose_decode_on_musepose_boxes(golden, name):
         pytest.skip(f"{name}: no box under MusePose's rules")
     want = case["pose_musepose_rule_boxes_no_flip"]
     image_in = _scenario_input(name, image)
-    found = detect(_session(folder / "models" / case["detector"]), image_in, "musepose")
+    found = detect(_session(folder / "models" / case["detector"]), image_in, "mmpose")
     estimator = PoseEstimator(_session(folder / "models" / case["pose_model"]))
     [(keypoints, scores)] = estimator.estimate([(image_in, found.boxes)], flip=False)
     np.testing.assert_allclose(keypoints, want["keypoints_133_px"], atol=KEYPOINT_TOL, rtol=0)

@@ -99,7 +99,7 @@ def test_canvas_as_drawn_and_palette(golden, aligned):
     _, result = aligned
     height, width = summary["draw_canvas_hw"]
     for index, pose in enumerate(result.poses):
-        canvas = render_pose(pose, height, width, style="musepose")
+        canvas = render_pose(pose, height, width, style="scaled")
         as_drawn = _read_rgb(folder / f"expected/canvas_as_drawn/{index:03d}.png")
         assert_equal_off_clipped_primitives(
             canvas[..., ::-1], as_drawn, clipped_primitives(pose, height, width)
@@ -112,7 +112,7 @@ def test_canvas_as_drawn_and_palette(golden, aligned):
 
 
 def colour_at(pose, point, height, width) -> tuple[int, ...]:
-    canvas = render_pose(pose, height, width, style="musepose")
+    canvas = render_pose(pose, height, width, style="scaled")
     x, y = (point * [width, height]).astype(int)
     return tuple(int(value) for value in canvas[y, x])
 

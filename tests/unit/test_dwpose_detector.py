@@ -13,7 +13,7 @@ from predictors.common.dwpose.detector import (
     greedy_nms,
     letterbox,
     select_controlnet,
-    select_musepose,
+    select_mmpose,
 )
 from tools.tiny_weights import dwpose as part
 
@@ -105,8 +105,8 @@ def test_controlnet_rules():
     np.testing.assert_allclose(found.scores, [0.9, 0.7, 0.45, 0.4], rtol=1e-6)
 
 
-def test_musepose_rules():
-    found = select_musepose(*_scene())
+def test_mmpose_rules():
+    found = select_mmpose(*_scene())
     # Best class only (the 0.4/0.6 anchor is class 5), score > 0.5, NMS at 0.65 then mmpose's 0.7.
     np.testing.assert_allclose(found.scores, [0.9, 0.8, 0.7], rtol=1e-6)
     np.testing.assert_allclose(found.boxes[1], [120, 150, 220, 450])
@@ -115,12 +115,12 @@ def test_musepose_rules():
 def test_no_detection_gives_empty_arrays():
     boxes = np.zeros((8400, 4), dtype=np.float32)
     scores = np.zeros((8400, 80), dtype=np.float32)
-    for select in (select_controlnet, select_musepose):
+    for select in (select_controlnet, select_mmpose):
         found = select(boxes, scores)
         assert found.boxes.shape == (0, 4) and found.scores.shape == (0,)
 
 
-@pytest.mark.parametrize("rules", ["musepose", "controlnet"])
+@pytest.mark.parametrize("rules", ["mmpose", "controlnet"])
 def test_tiny_detector_sees_nobody_in_a_black_image(tmp_path, rules):
     part.write_detector(tmp_path / "det.onnx")
     session = ort.InferenceSession(str(tmp_path / "det.onnx"), providers=["CPUExecutionProvider"])

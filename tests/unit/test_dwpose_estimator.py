@@ -138,7 +138,7 @@ def test_wholebody_falls_back_to_the_whole_image(tmp_path, models):
     assert (result.keypoints[0, :17, 0] > 0).all() and (result.keypoints[0, :17, 0] < 300).all()
 
 
-@pytest.mark.parametrize("rules", ["musepose", "controlnet"])
+@pytest.mark.parametrize("rules", ["mmpose", "controlnet"])
 def test_wholebody_batch_equals_one_by_one(models, rules):
     model = Wholebody(models / "det.onnx", models / "dynamic.onnx", rules=rules)
     rng = np.random.default_rng(0)
@@ -152,8 +152,8 @@ def test_wholebody_batch_equals_one_by_one(models, rules):
     assert pose.subset.shape == (1, 18) and pose.hands.shape == (2, 21, 2)
 
 
-@pytest.mark.parametrize(("rules", "crops_per_box"), [("musepose", 2), ("controlnet", 1)])
-def test_only_musepose_rules_run_the_mirrored_crops(models, rules, crops_per_box):
+@pytest.mark.parametrize(("rules", "crops_per_box"), [("mmpose", 2), ("controlnet", 1)])
+def test_only_mmpose_rules_run_the_mirrored_crops(models, rules, crops_per_box):
     model = Wholebody(models / "det.onnx", models / "dynamic.onnx", rules=rules)
     model.estimator.session = CountingSession(models / "dynamic.onnx")
     image = np.random.default_rng(1).integers(0, 255, (360, 640, 3), dtype=np.uint8)

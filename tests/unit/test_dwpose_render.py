@@ -1,4 +1,4 @@
-"""Skeleton rendering: the differences between the controlnet and musepose styles."""
+"""Skeleton rendering: the differences between the controlnet and scaled styles."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def at(canvas, point):
 def test_palette_and_red_blue_swap():
     pose = single()
     controlnet = render_pose(pose, H, W, style="controlnet")
-    musepose = render_pose(pose, H, W, style="musepose")
+    musepose = render_pose(pose, H, W, style="scaled")
     assert at(controlnet, pose.candidate[0]) == (255, 0, 0)  # red nose
     assert at(musepose, pose.candidate[0]) == (0, 0, 255)  # MusePose: blue nose
     assert at(controlnet, pose.hands[0, 5]) == (0, 0, 255)  # blue hand dots
@@ -62,7 +62,7 @@ def test_palette_and_red_blue_swap():
 def test_musepose_draws_the_first_person_without_face():
     pose = two_people()
     controlnet = render_pose(pose, H, W, style="controlnet")
-    musepose = render_pose(pose, H, W, style="musepose")
+    musepose = render_pose(pose, H, W, style="scaled")
     second_nose = pose.candidate[18]
     assert at(controlnet, second_nose) == (255, 0, 0)
     assert at(musepose, second_nose) == (0, 0, 0)
@@ -73,8 +73,8 @@ def test_musepose_draws_the_first_person_without_face():
 
 def test_musepose_hands_are_the_first_persons_own_unless_upstream():
     pose = two_people()
-    own = render_pose(pose, H, W, style="musepose")
-    upstream = render_pose(pose, H, W, style="musepose", upstream_hands=True)
+    own = render_pose(pose, H, W, style="scaled")
+    upstream = render_pose(pose, H, W, style="scaled", upstream_hands=True)
     right_hand_tip = pose.hands[2, 20]  # person 0's right hand
     second_left_tip = pose.hands[1, 20]  # person 1's left hand, upstream's hands[1]
     assert at(own, right_hand_tip) == (255, 0, 0) and at(own, second_left_tip) == (0, 0, 0)
@@ -103,8 +103,8 @@ def test_musepose_limb_width_grows_with_length():
         return int(row.any(axis=-1).sum())
 
     # A 320 px thigh gets half-width 8 in MusePose's style, 4 in ControlNet's; a 10 px one 3 against 4.
-    assert thigh_thickness("musepose", 1600, 1200) > thigh_thickness("controlnet", 1600, 1200) + 5
-    assert thigh_thickness("musepose", 50, 200) < thigh_thickness("controlnet", 50, 200)
+    assert thigh_thickness("scaled", 1600, 1200) > thigh_thickness("controlnet", 1600, 1200) + 5
+    assert thigh_thickness("scaled", 50, 200) < thigh_thickness("controlnet", 50, 200)
 
 
 def test_hidden_and_off_canvas_points_are_skipped():

@@ -3,10 +3,10 @@ skeleton rendering.
 
     from predictors.common.dwpose import Wholebody, render_pose
     files = weights.ensure(...)               # a target whose files include DETECTOR_WEIGHTS and POSE_WEIGHTS
-    model = Wholebody(files[DETECTOR_WEIGHTS], files[POSE_WEIGHTS], rules="musepose")
+    model = Wholebody(files[DETECTOR_WEIGHTS], files[POSE_WEIGHTS], rules="mmpose")
     result = model(rgb_uint8)                 # PoseResult: boxes, 133 keypoints per person, scores
     pose = result.pose(first_person_only=True)  # normalised OpenPose layout (Pose)
-    canvas = render_pose(pose, height, width, style="musepose")
+    canvas = render_pose(pose, height, width, style="scaled")
 """
 
 from predictors.common.dwpose.keypoints import Pose, to_openpose

@@ -10,11 +10,11 @@ Two rule sets pick the person boxes from the decoded anchors:
 - ``controlnet`` (DWPose's ONNX path, as used by ControlNet): score = obj * cls for every class,
   candidates > 0.1, class-aware greedy NMS (IoU with +1 areas, suppress > 0.45), keep class 0 with
   score > 0.3.
-- ``musepose`` (mmdet YOLOX + mmpose, as MusePose runs it): per anchor only the best class, score =
+- ``mmpose`` (mmdet YOLOX + mmpose, as MusePose runs it): per anchor only the best class, score =
   obj * best >= 0.01, class-aware NMS (IoU without +1, suppress > 0.65), keep class 0 with score > 0.5,
   then mmpose's NMS (IoU with +1, suppress > 0.7).
 
-Only ``musepose`` runs in a predictor. ``controlnet`` stays because the golden parity tests
+Only ``mmpose`` runs in a predictor. ``controlnet`` stays because the golden parity tests
 (``tests/golden/test_dwpose_golden.py``) check this decode and the estimator against DWPose's own ONNX path,
 whose reference outputs use those rules.
 """
@@ -138,7 +138,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, thres
     return np.asarray(greedy_nms(shifted, scores, threshold, plus_one=False), dtype=np.int64)
 
 
-def select_musepose(boxes: np.ndarray, scores: np.ndarray) -> Detections:
+def select_mmpose(boxes: np.ndarray, scores: np.ndarray) -> Detections:
     labels = scores.argmax(axis=1)
     best = scores[np.arange(len(scores)), labels]
     valid = best >= 0.01
@@ -151,11 +151,11 @@ def select_musepose(boxes: np.ndarray, scores: np.ndarray) -> Detections:
     return Detections(boxes[keep], best[keep])
 
 
-RULES = {"controlnet": select_controlnet, "musepose": select_musepose}
+RULES = {"controlnet": select_controlnet, "mmpose": select_mmpose}
 
 
 def detect(session, image_rgb: np.ndarray, rules: str) -> Detections:
-    """Run the detector on one RGB uint8 image and apply ``rules`` ("controlnet" or "musepose")."""
+    """Run the detector on one RGB uint8 image and apply ``rules`` ("controlnet" or "mmpose")."""
     tensor, ratio = letterbox(image_rgb)
     name = session.get_inputs()[0].name
     output = session.run(None, {name: tensor[None]})[0][0]

@@ -15,12 +15,12 @@ Both styles draw with the same OpenCV primitives on a black uint8 canvas, in thi
 The styles differ in sizes and scope:
 
 - ``controlnet``: limb half-width 4, hand lines 2 px, hand dots radius 4, every person, face drawn.
-- ``musepose``: limb half-width and hand-line thickness grow with the length in pixels (1 below 5 px, then
+- ``scaled``: limb half-width and hand-line thickness grow with the length in pixels (1 below 5 px, then
   +1 per doubling: 5, 10, 20, 40, 80, 160, 320), hand dots radius 3, first person only, no face; and the
   finished canvas has its red and blue channels swapped, exactly as MusePose's training renders (it draws
   in RGB and then converts as if the canvas were BGR).
 
-Only ``musepose`` is drawn in a predictor; ``controlnet`` stays for the golden parity test of the drawing
+Only ``scaled`` is drawn in a predictor; ``controlnet`` stays for the golden parity test of the drawing
 primitives against ControlNet's own canvases (``tests/golden/test_dwpose_golden.py``).
 """
 
@@ -52,7 +52,7 @@ HAND_EDGES = [(0, 4 * f + 1) if j == 0 else (4 * f + j, 4 * f + j + 1) for f in 
 HAND_DOT = (0, 0, 255)
 FACE_DOT = (255, 255, 255)
 LIMB_DIM = 0.6
-STYLES = ("controlnet", "musepose")
+STYLES = ("controlnet", "scaled")
 
 
 def length_width(length: float) -> int:
@@ -130,12 +130,10 @@ def draw_faces(canvas: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def render_pose(
-    pose: Pose, height: int, width: int, *, style: str = "musepose", upstream_hands: bool = False
-):
+def render_pose(pose: Pose, height: int, width: int, *, style: str = "scaled", upstream_hands: bool = False):
     """Draw ``pose`` on a black ``height`` x ``width`` uint8 RGB canvas in ``style`` (see the module doc).
 
-    In the ``musepose`` style only the first person is drawn. MusePose itself takes the first two rows of
+    In the ``scaled`` style only the first person is drawn. MusePose itself takes the first two rows of
     ``pose.hands`` as that person's hands, which with two or more people are the first two people's left
     hands; ``upstream_hands=True`` keeps that, the default draws the first person's own hands.
     """

@@ -50,7 +50,7 @@ class PoseResult:
 
 
 class Wholebody:
-    """YOLOX + DWPose. ``rules`` is ``"musepose"`` (MusePose's detector thresholds and the flip test) or
+    """YOLOX + DWPose. ``rules`` is ``"mmpose"`` (MusePose's detector thresholds and the flip test) or
     ``"controlnet"`` (DWPose's ONNX thresholds, no flip test); see ``detector`` and ``estimator``."""
 
     def __init__(
@@ -58,11 +58,11 @@ class Wholebody:
         detector_path: str | Path,
         pose_path: str | Path,
         *,
-        rules: str = "musepose",
+        rules: str = "mmpose",
         providers: list[str] | None = None,
         max_batch: int = 16,
     ) -> None:
-        if rules not in ("musepose", "controlnet"):
+        if rules not in ("mmpose", "controlnet"):
             raise ValueError(f"unknown rules {rules!r}")
         self.rules = rules
         self.detector = create_session(detector_path, providers)
@@ -70,7 +70,7 @@ class Wholebody:
 
     @property
     def flip_test(self) -> bool:
-        return self.rules == "musepose"
+        return self.rules == "mmpose"
 
     def __call__(self, image_rgb: np.ndarray) -> PoseResult:
         return self.batch([image_rgb])[0]
