@@ -5,7 +5,8 @@ Writes, with random weights and shrunk widths/depths but the real block structur
   vocabulary and merges written here), scheduler, safety_checker, feature_extractor; weights as the ``fp16``
   variant files;
 - ``sd15/control_v11p_sd15_canny/`` and ``sd15/control_v11f1e_sd15_tile/``: ControlNets matching the UNet;
-- ``ip_adapter/models/``: ``ip-adapter_sd15.safetensors`` and ``.bin`` (same tensors) and ``image_encoder/``.
+- ``ip_adapter/models/``: ``ip-adapter_sd15.safetensors`` and ``.bin`` (same tensors) and ``image_encoder/``;
+- ``sd15/lcm-lora-sdv1-5/``: the turbo LCM-LoRA for the UNet (``tools/tiny_weights/lora.py``).
 
 The helpers here are shared with the SDXL part, which reuses the image encoder and the safety checker.
 """
@@ -18,9 +19,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from tools.tiny_weights.lora import write_lcm_lora
+
 BASE = "sd15/stable-diffusion-v1-5"
 CANNY = "sd15/control_v11p_sd15_canny"
 TILE = "sd15/control_v11f1e_sd15_tile"
+LCM_LORA = "sd15/lcm-lora-sdv1-5"
 IP_ADAPTER_ROOT = "ip_adapter"
 IMAGE_ENCODER = "ip_adapter/models/image_encoder"
 
@@ -404,6 +408,7 @@ def write(root: Path, seed: int) -> None:
         "ip-adapter_sd15",
         ip_adapter_tensors(unet, IMAGE_ENCODER_CONFIG["projection_dim"], seed, 6),
     )
+    write_lcm_lora(root / LCM_LORA, unet, seed * 1000 + 7)
     save_fp16_variant(unet, base / "unet")
     save_fp16_variant(vae, base / "vae")
     write_image_encoder(root, seed)

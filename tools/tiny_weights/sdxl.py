@@ -5,6 +5,7 @@ Writes, with random weights and shrunk widths/depths but the real block structur
   tokenizer, tokenizer_2, scheduler; weights as the ``fp16`` variant files;
 - ``sdxl/controlnet-canny-sdxl-1.0/``: a ControlNet matching the UNet;
 - ``ip_adapter/sdxl_models/ip-adapter_sdxl_vit-h.safetensors``;
+- ``sdxl/lcm-lora-sdxl/``: the turbo LCM-LoRA for the UNet (``tools/tiny_weights/lora.py``);
 - the parts SDXL shares with SD1.5: the ViT-H image encoder and the safety checker (same bytes as the sd15
   part writes for the same seed).
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from tools.tiny_weights.lora import write_lcm_lora
 from tools.tiny_weights.sd15 import (
     IMAGE_ENCODER_CONFIG,
     IP_ADAPTER_ROOT,
@@ -37,6 +39,7 @@ from tools.tiny_weights.sd15 import (
 
 BASE = "sdxl/stable-diffusion-xl-base-1.0"
 CANNY = "sdxl/controlnet-canny-sdxl-1.0"
+LCM_LORA = "sdxl/lcm-lora-sdxl"
 
 MODEL_INDEX = {
     "_class_name": "StableDiffusionXLPipeline",
@@ -140,6 +143,7 @@ def write(root: Path, seed: int) -> None:
         # The predictor reads the .safetensors file; the 700 MB .bin twin is not in the manifest.
         with_bin=False,
     )
+    write_lcm_lora(root / LCM_LORA, unet, seed * 1000 + 17)
     save_fp16_variant(unet, base / "unet")
     save_fp16_variant(vae, base / "vae")
     write_image_encoder(root, seed)
