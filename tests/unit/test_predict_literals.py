@@ -20,7 +20,7 @@ import pytest
 
 from predictors.musepose.animate import Request
 from predictors.musepose.pipeline import MAX_WINDOW
-from predictors.sd_style.blocks import STYLE_MODES
+from predictors.sd_style.ip_adapter_layers import STYLE_MODES
 from predictors.sd_style.pipeline import SCHEDULERS, Job
 from tests.conftest import REPO_ROOT
 
@@ -138,9 +138,12 @@ PASSED_THROUGH = {
     "sd_style": (
         Job,
         [
+            "prompt",
+            "negative_prompt",
             "style_strength",
             "structure_strength",
             "style_mode",
+            "denoise_strength",
             "canny_low",
             "canny_high",
             "num_inference_steps",
@@ -148,6 +151,7 @@ PASSED_THROUGH = {
             "scheduler",
             "num_outputs",
             "detail_pass",
+            "turbo",
         ],
     ),
     "musepose": (
@@ -181,4 +185,8 @@ def test_defaults_agree_with_the_cores_request(name):
     inputs = declared(name)
     core = {field.name: field.default for field in dataclasses.fields(request_type)}
     for parameter in names:
-        assert inputs[parameter]["default"] == core[parameter], parameter
+        # Defaults live once: a core field without one takes the Input's; one with a default must agree.
+        assert parameter in core, parameter
+        assert core[parameter] is dataclasses.MISSING or inputs[parameter]["default"] == core[parameter], (
+            parameter
+        )
