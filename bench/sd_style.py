@@ -7,10 +7,12 @@ encoder, canny and tile ControlNets, IP-Adapter, ViT-H image encoder, safety che
 reference configs in ``../shared/reference/sd``. Then it measures, in one run:
 - setup() from that local root (first start, which hashes the files, and a warm start);
 - our predictor against diffusers' stock pipeline called directly, same weights, steps and size;
-- our default job (one pass, 20 steps) against the baseline's (two ControlNet passes of 30 steps, CFG 8,
-  the IP-Adapter reloaded and the style re-encoded on every call), built from the timing of one step and of
-  the fixed costs at 512x512;
-- the style-embedding cache on a repeated style.
+- the style-embedding cache on a repeated style;
+- at one size (256x256 by default: a 512x512 step takes minutes on a small CPU), whole jobs: the seed
+  project's job (two ControlNet passes of 30 steps at CFG 8) done the seed's way (diffusers' pipelines
+  called directly, the IP-Adapter reloaded and the style encoded on every call) and through our pipeline
+  (implementation cost), our default job against it (fewer steps by design), and turbo against our default.
+Every comparison is CPU process time, the sides alternating within one run, medians and n given.
 """
 
 from __future__ import annotations
@@ -28,12 +30,22 @@ import numpy as np
 import torch
 from PIL import Image
 
+from predictors.sd_style.pipeline import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    TURBO_GUIDANCE,
+    TURBO_STEPS,
+    canny_edges,
+)
 from tools.tiny_weights import sd15 as layout
 from tools.tiny_weights import write_manifest
+from tools.tiny_weights.lora import PUBLISHED_RANK, write_lcm_lora
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("TRIPTYCH_SHARED", REPO_ROOT.parent / "shared")) / "reference" / "sd"
-BASELINE_STEPS, BASELINE_PASSES, OUR_STEPS = 30, 2, 20
+# The seed project's job: two ControlNet passes of 30 steps at CFG 8 (the second img2img over the first).
+SEED_PASSES, SEED_STEPS, SEED_GUIDANCE = 2, 30, 8.0
+IP_ADAPTER = "ip-adapter_sd15.safetensors"
 
 
 def _config(relative: str) -> dict:
@@ -73,6 +85,7 @@ def write_full_root(root: Path) -> None:
     layout.write_ip_adapter(
         root / layout.IP_ADAPTER_ROOT / "models", "ip-adapter_sd15", adapter, with_bin=False
     )
+    write_lcm_lora(root / layout.LCM_LORA, unet, 0, rank=PUBLISHED_RANK)
     layout.save_fp16_variant(unet, base / "unet")
     del unet
     layout.save_fp16_variant(AutoencoderKL(**_config("sd15_runwayml/vae/config.json")), base / "vae")
@@ -111,23 +124,175 @@ def _timed(function, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
+def _cpu_seconds(function) -> float:
+    """CPU time of this process (every thread) spent in ``function()``: unlike wall time, other jobs on the
+    machine do not inflate it."""
+    started = time.process_time()
+    function()
+    return time.process_time() - started
+
+
+def alternate(calls: dict, trials: int) -> dict[str, list[float]]:
+    """CPU seconds of each call, ``trials`` times, the order rotating every trial so that a drift of the
+    machine favours none of them."""
+    names = list(calls)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for trial in range(trials):
+        for name in names[trial % len(names) :] + names[: trial % len(names)]:
+            seconds[name].append(_cpu_seconds(calls[name]))
+    return seconds
+
+
+def ratio_row(label: str, ours: list[float], other: list[float]) -> tuple[str, str]:
+    """``label`` with both medians, n and the ratio other / ours (above 1: ours is faster)."""
+    a, b = statistics.median(ours), statistics.median(other)
+    return label, f"{a:.1f} s vs {b:.1f} s, median of {len(ours)}: {b / a:.2f}x"
+
+
 def _predict_inputs(predictor, folder: Path, seed: int, **inputs) -> dict:
-    import inspect
+    from tools.cog_runtime import input_defaults
 
     content, style = folder / "content.png", folder / f"style-{seed}.png"
     _picture(1).save(content)
     _picture(seed).save(style)
-    defaults = {n: p.default.default for n, p in inspect.signature(predictor.predict).parameters.items()}
-    return {**defaults, "image": content, "style_image": style, "seed": 1, **inputs}
+    return {**input_defaults(type(predictor)), "image": content, "style_image": style, "seed": 1, **inputs}
+
+
+def _job(content: Image.Image, style: Image.Image, **changes):
+    """A job as the API's defaults make it (the core has no defaults of its own)."""
+    from predictors.sd_style.pipeline import Job
+    from predictors.sd_style.predict import Predictor
+    from tools.cog_runtime import input_defaults
+
+    defaults = {
+        name: value for name, value in input_defaults(Predictor).items() if name in Job.__annotations__
+    }
+    settings = {"image": content, "style_images": [style], "style_weights": None, "seed": 1}
+    return Job(**{**defaults, **settings, **changes})
+
+
+def stock_rows(predictor, size: int, trials: int) -> list[tuple[str, str]]:
+    """predict() against diffusers' stock pipeline called directly (same modules, steps and size, a new style
+    image each call), and predict()'s time outside the core (decode, resize, save)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    sp = predictor.pipeline
+    folder = Path(tempfile.mkdtemp(prefix="bench-sd-style-"))
+    stock = type(sp.txt2img)(**sp.txt2img.components)
+    stock.set_progress_bar_config(disable=True)
+    stock.scheduler = DPMSolverMultistepScheduler.from_config(
+        sp.txt2img.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+    )
+    settings = {"num_inference_steps": 2, "max_side": size, "disable_safety_checker": True}
+    # One untimed call first: the first run at a new size pays for kernel set-up.
+    predictor.predict(**_predict_inputs(predictor, folder, 99, **settings))
+    ours_inputs = iter(
+        [_predict_inputs(predictor, folder, 100 + t, output_format="png", **settings) for t in range(trials)]
+    )
+    stock_styles = iter([_picture(200 + t) for t in range(trials)])
+    control = canny_edges(_picture(1).resize((size, size)), 100, 200)
+
+    def run_stock():
+        stock.set_ip_adapter_scale({"up": {"block_1": [1.0, 1.0, 1.0]}})
+        stock(
+            prompt="",
+            image=control,
+            height=size,
+            width=size,
+            num_inference_steps=2,
+            guidance_scale=6.0,
+            controlnet_conditioning_scale=0.75,
+            ip_adapter_image=next(stock_styles),
+            generator=torch.Generator().manual_seed(1),
+        ).images[0].save(folder / "stock.png")
+
+    core_seconds, core_run = [], sp.run
+
+    def timed_core_run(*run_args, **run_kwargs):
+        started = time.process_time()
+        images = core_run(*run_args, **run_kwargs)
+        core_seconds.append(time.process_time() - started)
+        return images
+
+    sp.run = timed_core_run  # predict() calls the core through this attribute
+    try:
+        seconds = alternate(
+            {"ours": lambda: predictor.predict(**next(ours_inputs)), "stock": run_stock}, trials
+        )
+    finally:
+        sp.run = core_run
+    outside = statistics.median(a - b for a, b in zip(seconds["ours"], core_seconds, strict=True))
+    return [
+        ratio_row(f"predict() vs stock pipeline, {size}^2, 2 steps", seconds["ours"], seconds["stock"]),
+        ("  predict() time outside the core (decode, resize, save)", f"{outside:.3f} s"),
+    ]
+
+
+def seed_job_rows(sp, root: Path, size: int, trials: int) -> list[tuple[str, str]]:
+    """The seed's job (SEED_PASSES ControlNet passes of SEED_STEPS steps at CFG SEED_GUIDANCE, the second
+    img2img over the first) the seed's way (diffusers' pipelines called directly, the IP-Adapter reloaded and
+    the style image encoded on every call) and through our pipeline; our default and turbo jobs."""
+    content, style = _picture(1).resize((size, size)), _picture(300)
+    control = canny_edges(content, 100, 200)
+    txt2img = type(sp.txt2img)(**sp.txt2img.components)
+    img2img = type(sp.img2img)(**sp.img2img.components)
+    for pipe in (txt2img, img2img):
+        pipe.set_progress_bar_config(disable=True)
+    # img2img at strength 1/2 of twice the steps runs SEED_STEPS denoising steps, as the first pass does.
+    second = {"num_inference_steps": 2 * SEED_STEPS, "guidance_scale": SEED_GUIDANCE}
+
+    def seed_way():
+        common = {"prompt": "", "guidance_scale": SEED_GUIDANCE, "ip_adapter_image": style, "height": size}
+        txt2img.load_ip_adapter(
+            str(root / "ip_adapter"), subfolder="models", weight_name=IP_ADAPTER, local_files_only=True
+        )
+        txt2img.set_ip_adapter_scale(1.0)
+        first = txt2img(image=control, num_inference_steps=SEED_STEPS, width=size, **common).images
+        img2img.set_ip_adapter_scale(1.0)
+        img2img(image=first, control_image=control, strength=0.5, width=size, **{**common, **second})
+
+    def ours_seed_job():
+        job = {"style_mode": "full", "negative_prompt": "", "style_strength": 1.0}
+        first = sp.run(
+            _job(content, style, num_inference_steps=SEED_STEPS, guidance_scale=SEED_GUIDANCE, **job)
+        )
+        sp.run(_job(first[0], style, denoise_strength=0.5, **second, **job))
+
+    seconds = alternate(
+        {
+            "seed": seed_way,
+            "ours_seed": ours_seed_job,
+            "default": lambda: sp.run(_job(content, style)),
+            "turbo": lambda: sp.run(_job(content, style, turbo=True)),
+        },
+        trials,
+    )
+    job = f"{SEED_PASSES} passes x {SEED_STEPS} steps, CFG {SEED_GUIDANCE:g}, {size}^2"
+    return [
+        ratio_row(
+            f"seed's job ({job}): our pipeline vs the seed's way", seconds["ours_seed"], seconds["seed"]
+        ),
+        ratio_row(
+            f"our default (1 pass x {DEFAULT_STEPS} steps, CFG {DEFAULT_GUIDANCE:g}) vs the seed's job "
+            "through our pipeline: fewer steps by design",
+            seconds["default"],
+            seconds["ours_seed"],
+        ),
+        ratio_row(
+            f"turbo (LCM-LoRA, {TURBO_STEPS} steps, guidance {TURBO_GUIDANCE:g}) vs our default, per image",
+            seconds["turbo"],
+            seconds["default"],
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=REPO_ROOT / ".cache" / "bench-sd15-full")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--size", type=int, default=512, help="side of the square job for the step timings")
+    parser.add_argument("--size", type=int, default=256, help="side of the square jobs of the job rows")
     parser.add_argument("--overhead-size", type=int, default=128)
-    parser.add_argument("--trials", type=int, default=3, help="alternating runs of ours and stock")
+    parser.add_argument("--trials", type=int, default=3, help="alternating runs of each side")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not REFERENCE.is_dir():
@@ -142,9 +307,6 @@ def main(argv: list[str] | None = None) -> int:
         {"WEIGHTS_DIR": str(args.root), "TRIPTYCH_MANIFEST": str(args.root / "weights_manifest.json")}
     )
     os.environ.pop("COG_WEIGHTS", None)
-    from diffusers import DPMSolverMultistepScheduler
-
-    from predictors.sd_style.pipeline import Job, canny_edges
     from predictors.sd_style.predict import Predictor
 
     rows.append(("weight files within 0.1% of the real sizes", _size_check(args.root)))
@@ -157,119 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     sp = predictor.pipeline
     shown = _show(rows, 0)
-
-    # Our predictor against diffusers' stock pipeline: same modules, steps, size; a new style each call.
-    folder = Path(tempfile.mkdtemp(prefix="bench-sd-style-"))
-    size = args.overhead_size
-    stock = type(sp.txt2img)(**sp.txt2img.components)
-    stock.set_progress_bar_config(disable=True)
-    stock.scheduler = DPMSolverMultistepScheduler.from_config(
-        sp.txt2img.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
-    )
-    ours_times, core_times, stock_times = [], [], []
-    core_run = sp.run
-
-    def timed_core_run(*run_args, **run_kwargs):
-        seconds, images = _timed(core_run, *run_args, **run_kwargs)
-        core_times.append(seconds)
-        return images
-
-    # One untimed call first: the first run at a new size pays for kernel set-up.
-    predictor.predict(
-        **_predict_inputs(
-            predictor, folder, 99, num_inference_steps=1, max_side=size, disable_safety_checker=True
-        )
-    )
-    sp.run = timed_core_run  # predict() calls the core through this attribute
-    for trial in range(args.trials):
-        inputs = _predict_inputs(
-            predictor,
-            folder,
-            100 + trial,
-            num_inference_steps=2,
-            max_side=size,
-            output_format="png",
-            disable_safety_checker=True,
-        )
-        style, content = _picture(200 + trial), _picture(1).resize((size, size))
-
-        def run_stock(style=style, content=content):
-            stock.set_ip_adapter_scale({"up": {"block_1": [1.0, 1.0, 1.0]}})
-            stock(
-                prompt="",
-                negative_prompt=None,
-                image=canny_edges(content, 100, 200),
-                height=size,
-                width=size,
-                num_inference_steps=2,
-                guidance_scale=6.0,
-                controlnet_conditioning_scale=0.75,
-                ip_adapter_image=style,
-                generator=torch.Generator().manual_seed(1),
-            ).images[0].save(folder / "stock.png")
-
-        # Alternate which goes first, so a drift in the machine's load does not favour one side.
-        order = (
-            (("ours", predictor.predict), ("stock", run_stock))
-            if trial % 2 == 0
-            else (
-                ("stock", run_stock),
-                ("ours", predictor.predict),
-            )
-        )
-        for name, call in order:
-            seconds, _ = _timed(call, **inputs) if name == "ours" else _timed(call)
-            (ours_times if name == "ours" else stock_times).append(seconds)
-    sp.run = core_run
-    ours_median, stock_median = statistics.median(ours_times), statistics.median(stock_times)
-    outside = statistics.median(a - b for a, b in zip(ours_times, core_times, strict=True))
-    rows += [
-        (
-            f"predict() vs stock pipeline, {size}^2, 2 steps, median of {args.trials}",
-            f"{ours_median:.2f} s vs {stock_median:.2f} s = {ours_median / stock_median:.3f}x",
-        ),
-        ("  predict() time outside the core (decode, resize, save)", f"{outside:.3f} s"),
-    ]
-
+    rows += stock_rows(predictor, args.overhead_size, args.trials)
     shown = _show(rows, shown)
-
-    # Step timings at the job size: one run of two steps, the second step timed by the step callback.
-    content = _picture(1).resize((args.size, args.size))
     style = _picture(300)
     encode_new, _ = _timed(sp.style_embedding, style)
     encode_cached, _ = _timed(sp.style_embedding, style)
     rows.append(
         ("style embedding: new / repeated (cache)", f"{encode_new:.2f} s / {encode_cached * 1e3:.2f} ms")
     )
-    stamps: list[float] = []
-    job = Job(content=content, style_images=[style], guidance_scale=6.0, seed=1, num_inference_steps=2)
-    two_steps, _ = _timed(sp.run, job, on_step=lambda *_: stamps.append(time.perf_counter()))
-    step = stamps[1] - stamps[0]
-    fixed = two_steps - 2 * step
-    with torch.inference_mode():
-        pixels = sp.txt2img.image_processor.preprocess(content).to(sp.device, sp.txt2img.vae.dtype)
-        vae_encode, _ = _timed(sp.txt2img.vae.encode, pixels)
-    reload_adapter, _ = _timed(
-        sp.txt2img.load_ip_adapter,
-        str(args.root / "ip_adapter"),
-        subfolder="models",
-        weight_name="ip-adapter_sd15.safetensors",
-        local_files_only=True,
-    )
-    ours = fixed + OUR_STEPS * step
-    baseline = reload_adapter + BASELINE_PASSES * (fixed + vae_encode + encode_new + BASELINE_STEPS * step)
-    rows += [
-        (f"one step (UNet + ControlNet, CFG batch of 2), {args.size}^2", f"{step:.1f} s"),
-        ("fixed cost per pass (prompt, Canny, VAE decode, ...)", f"{fixed:.1f} s"),
-        ("VAE encode (the baseline's img2img passes)", f"{vae_encode:.1f} s"),
-        ("IP-Adapter reload (the baseline, every call)", f"{reload_adapter:.2f} s"),
-        (f"our default job (1 pass x {OUR_STEPS} steps, cached style)", f"{ours:.0f} s"),
-        (f"baseline job ({BASELINE_PASSES} passes x {BASELINE_STEPS} steps, CFG 8)", f"{baseline:.0f} s"),
-        ("speed-up, baseline / ours", f"{baseline / ours:.2f}x"),
-        ("speed-up with a new style (ours encodes it once)", f"{baseline / (ours + encode_new):.2f}x"),
-    ]
+    shown = _show(rows, shown)
+    rows += seed_job_rows(sp, args.root, args.size, args.trials)
     width = max(len(name) for name, _ in rows)
-    print(f"\nsd_style bench: CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"\nsd_style bench: CPU process time, {torch.get_num_threads()} threads, torch {torch.__version__}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     return 0
