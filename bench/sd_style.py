@@ -48,16 +48,41 @@ SEED_PASSES, SEED_STEPS, SEED_GUIDANCE = 2, 30, 8.0
 IP_ADAPTER = "ip-adapter_sd15.safetensors"
 
 
-def _config(relative: str) -> dict:
+# The config entries that set a model's widths: scaled by --width, depths and head counts kept.
+WIDTH_KEYS = (
+    "block_out_channels",
+    "cross_attention_dim",
+    "hidden_size",
+    "intermediate_size",
+    "projection_dim",
+)
+
+
+def _config(relative: str, width: float = 1.0) -> dict:
     config = json.loads((REFERENCE / relative).read_text())
     # Building random models: a stored torch_dtype would mix half and float parameters.
-    return {
+    config = {
         k: v for k, v in config.items() if not k.startswith("_") and k not in ("torch_dtype", "architectures")
     }
+    return _scaled(config, width)
 
 
-def write_full_root(root: Path) -> None:
-    """The SD1.5 style-transfer weights root with random weights of the real shapes."""
+def _scaled(config: dict, width: float) -> dict:
+    """``config`` with every width entry times ``width`` (nested configs too)."""
+    scaled = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            value = _scaled(value, width)
+        elif key in WIDTH_KEYS:
+            value = [round(v * width) for v in value] if isinstance(value, list) else round(value * width)
+        scaled[key] = value
+    return scaled
+
+
+def write_full_root(root: Path, width: float = 1.0) -> None:
+    """The SD1.5 style-transfer weights root with random weights of the real shapes (``width`` below 1:
+    the real block structure, depths and head counts at that fraction of the widths, for a machine short of
+    memory: the models then take about width^2 of their memory and compute)."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import (
@@ -76,11 +101,11 @@ def write_full_root(root: Path) -> None:
     )
     layout.write_tokenizer(base / "tokenizer")
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**_config("sd15_runwayml/text_encoder/config.json")))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**_config("sd15_runwayml/text_encoder/config.json", width)))
     layout.save_fp16_variant(text_encoder, base / "text_encoder")
     del text_encoder
-    unet = UNet2DConditionModel(**_config("sd15_runwayml/unet/config.json"))
-    vision = _config("h94_IP-Adapter__models__image_encoder__config.json")
+    unet = UNet2DConditionModel(**_config("sd15_runwayml/unet/config.json", width))
+    vision = _config("h94_IP-Adapter__models__image_encoder__config.json", width)
     adapter = layout.ip_adapter_tensors(unet, vision["projection_dim"], 0, 1)
     layout.write_ip_adapter(
         root / layout.IP_ADAPTER_ROOT / "models", "ip-adapter_sd15", adapter, with_bin=False
@@ -88,14 +113,14 @@ def write_full_root(root: Path) -> None:
     write_lcm_lora(root / layout.LCM_LORA, unet, 0, rank=PUBLISHED_RANK)
     layout.save_fp16_variant(unet, base / "unet")
     del unet
-    layout.save_fp16_variant(AutoencoderKL(**_config("sd15_runwayml/vae/config.json")), base / "vae")
-    controlnet_config = _config("controlnet/control_v11p_sd15_canny.config.reconstructed.json")
+    layout.save_fp16_variant(AutoencoderKL(**_config("sd15_runwayml/vae/config.json", width)), base / "vae")
+    controlnet_config = _config("controlnet/control_v11p_sd15_canny.config.reconstructed.json", width)
     for dest in (layout.CANNY, layout.TILE):
         layout.save_fp16_variant(ControlNetModel(**controlnet_config), root / dest)
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision))
     encoder.save_pretrained(root / layout.IMAGE_ENCODER, safe_serialization=True)  # fp32, as h94 stores it
     del encoder
-    checker_config = _config("sd15_runwayml/safety_checker/config.json")
+    checker_config = _config("sd15_runwayml/safety_checker/config.json", width)
     checker = StableDiffusionSafetyChecker(
         CLIPConfig(
             text_config=_strip(checker_config["text_config"]),
@@ -288,12 +313,16 @@ def seed_job_rows(sp, root: Path, size: int, trials: int) -> list[tuple[str, str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=REPO_ROOT / ".cache" / "bench-sd15-full")
+    parser.add_argument("--root", type=Path, help="default: .cache/bench-sd15-full (or -w<width>)")
+    parser.add_argument("--width", type=float, default=1.0, help="fraction of the real widths (memory)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=256, help="side of the square jobs of the job rows")
     parser.add_argument("--overhead-size", type=int, default=128)
     parser.add_argument("--trials", type=int, default=3, help="alternating runs of each side")
     args = parser.parse_args(argv)
+    args.root = args.root or REPO_ROOT / ".cache" / (
+        "bench-sd15-full" if args.width == 1 else f"bench-sd15-w{args.width:g}"
+    )
     torch.set_num_threads(args.threads)
     if not REFERENCE.is_dir():
         print(f"reference configs not found at {REFERENCE}; set TRIPTYCH_SHARED", file=sys.stderr)
@@ -301,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str]] = []
 
     if not (args.root / "weights_manifest.json").is_file():
-        seconds, _ = _timed(write_full_root, args.root)
+        seconds, _ = _timed(write_full_root, args.root, args.width)
         rows.append(("write full-size random root (once)", f"{seconds:.1f} s"))
     os.environ.update(
         {"WEIGHTS_DIR": str(args.root), "TRIPTYCH_MANIFEST": str(args.root / "weights_manifest.json")}
@@ -330,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     shown = _show(rows, shown)
     rows += seed_job_rows(sp, args.root, args.size, args.trials)
     width = max(len(name) for name, _ in rows)
-    print(f"\nsd_style bench: CPU process time, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"\nsd_style bench: CPU process time, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"SD1.5 at {args.width:g} of its widths"
+    )
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     return 0
