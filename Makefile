@@ -41,7 +41,7 @@ mutation: setup
 	$(PY) -m tools.mutation $(MUTATION_ARGS)
 
 weights: setup
-	WEIGHTS_DIR=$(WEIGHTS_DIR) $(PY) -m predictors.common.weights fetch $(PREDICTOR)
+	WEIGHTS_DIR=$(WEIGHTS_DIR) $(PY) -m tools.weights fetch $(PREDICTOR)
 
 schema: setup
 	$(PY) -m tools.cog_schema predictors/$(PREDICTOR)/predict.py

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from predictors.common import weights
 from predictors.sd_style.pipeline import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
@@ -37,8 +38,8 @@ from predictors.sd_style.pipeline import (
     TURBO_STEPS,
     canny_edges,
 )
+from tools.tiny_weights import environment, write_manifest
 from tools.tiny_weights import sd15 as layout
-from tools.tiny_weights import write_manifest
 from tools.tiny_weights.lora import PUBLISHED_RANK, write_lcm_lora
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -269,7 +270,10 @@ def seed_job_rows(sp, root: Path, size: int, trials: int) -> list[tuple[str, str
     def seed_way():
         common = {"prompt": "", "guidance_scale": SEED_GUIDANCE, "ip_adapter_image": style, "height": size}
         txt2img.load_ip_adapter(
-            str(root / "ip_adapter"), subfolder="models", weight_name=IP_ADAPTER, local_files_only=True
+            str(root / layout.IP_ADAPTER_ROOT),
+            subfolder="models",
+            weight_name=IP_ADAPTER,
+            local_files_only=True,
         )
         txt2img.set_ip_adapter_scale(1.0)
         first = txt2img(image=control, num_inference_steps=SEED_STEPS, width=size, **common).images
@@ -332,9 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.root / "weights_manifest.json").is_file():
         seconds, _ = _timed(write_full_root, args.root, args.width)
         rows.append(("write full-size random root (once)", f"{seconds:.1f} s"))
-    os.environ.update(
-        {"WEIGHTS_DIR": str(args.root), "TRIPTYCH_MANIFEST": str(args.root / "weights_manifest.json")}
-    )
+    os.environ.update(environment(args.root))
     os.environ.pop("COG_WEIGHTS", None)
     from predictors.sd_style.predict import Predictor
 
@@ -377,7 +379,7 @@ def _show(rows: list[tuple[str, str]], shown: int) -> int:
 
 def _size_check(root: Path) -> str:
     """How many weight files have the size of the real file (the shapes are real; headers differ)."""
-    real = json.loads((REPO_ROOT / "weights_manifest.json").read_text())["files"]
+    real = weights.load_manifest(REPO_ROOT / "weights_manifest.json").files
     checked = [
         (root / entry["dest"]).stat().st_size / entry["size"]
         for entry in real.values()

@@ -38,7 +38,7 @@ BODY = np.array([
 
 def nst_picture() -> Path:
     files = weights.ensure(["magenta_arbitrary_predict", "magenta_arbitrary_transform"])
-    stylizer = FastStylizer(*files.values())
+    stylizer = FastStylizer(files["magenta_arbitrary_predict"], files["magenta_arbitrary_transform"])
     image = media.load_image(REPO_ROOT / "examples/content.jpg", what="image")
     style = media.load_image(REPO_ROOT / "examples/style.png", what="style image")
     result = stylizer.stylize(image, [style])

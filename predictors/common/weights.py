@@ -2,28 +2,28 @@
 
 ``weights_manifest.json`` (or ``$TRIPTYCH_MANIFEST``) lists every file with its URL, sha256, size, licence,
 destination under the weights root (``$WEIGHTS_DIR``, default ``<repo>/weights``) and the predictors that need
-it; named conversions derive further files from listed ones. ``ensure(target)`` makes a target's files
-present and verified, downloading what is missing (see ``download.py``), and returns their paths.
+it; named conversions derive further files from listed ones (the predictor that owns a conversion hands its
+function to ``ensure``); named folders are what a diffusers loader takes. ``ensure(target)`` makes a target's
+files present and verified, downloading what is missing (see ``download.py``), and returns a ``Weights``:
+``w["vgg19"]`` is a file's path, ``w.folder("sd15_base")`` a folder's.
 
 A verified file gets a small stamp beside it (``<file>.verified``: size, mtime, sha256); while size and mtime
 still match, the stamp is trusted instead of hashing gigabytes again at every start. A verified file is never
 deleted or overwritten, and a present file that fails verification is left for the user to replace.
 
-Command line: ``python -m predictors.common.weights fetch <tag or name>...`` and ``... check``.
+Command line: ``python -m tools.weights`` (fetch, check).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import importlib
 import importlib.metadata
 import json
 import logging
 import os
 import re
-import sys
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +37,43 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_VERSION = 1
 TAGS = ("nst", "sd_style/sd15", "sd_style/sdxl", "musepose")
+ROLES = ("base",)
 MIRROR_ENV = "TRIPTYCH_WEIGHTS_MIRROR"
 LOCK_POLL_S = 30.0
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest: ``files`` and ``conversions`` hold the JSON entries by name."""
+    """A validated manifest: ``files`` and ``conversions`` hold the JSON entries by name, ``folders`` the
+    folders (relative to the weights root) by name."""
 
     path: Path
     files: dict[str, dict]
     conversions: dict[str, dict]
+    folders: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What ``ensure`` made present: files (listed ones and conversion outputs) and folders, by manifest name;
+    ``custom`` is the custom checkpoint that replaces the files of the role handed to ``ensure``, if any."""
+
+    root: Path
+    files: dict[str, Path]
+    folders: dict[str, Path]
+    custom: Path | None = None
+
+    def __getitem__(self, name: str) -> Path:
+        return self._lookup(self.files, name, "file")
+
+    def folder(self, name: str) -> Path:
+        return self._lookup(self.folders, name, "folder")
+
+    @staticmethod
+    def _lookup(found: dict[str, Path], name: str, kind: str) -> Path:
+        if name not in found:
+            raise WeightsError(f"No weights {kind} named {name!r} was ensured (ensured: {', '.join(found)}).")
+        return found[name]
 
 
 def manifest_path() -> Path:
@@ -93,8 +119,9 @@ def custom_weights_path() -> Path | None:
 
 
 def load_manifest(path: Path | None = None, *, strict: bool = False) -> Manifest:
-    """Read and validate the manifest. ``strict`` also requires every conversion input to be listed (a tiny
-    root's manifest lists only the files it holds, so that check is left to ``check`` and the tests)."""
+    """Read and validate the manifest. ``strict`` also requires every conversion input to be listed and every
+    folder to hold a listed file (a tiny root's manifest lists only the files it holds, so those checks are
+    left to ``check`` and the tests)."""
     path = Path(path or manifest_path())
     try:
         data = json.loads(path.read_text())
@@ -103,7 +130,7 @@ def load_manifest(path: Path | None = None, *, strict: bool = False) -> Manifest
     errors = schema_errors(data, strict=strict)
     if errors:
         raise WeightsError(f"The weights manifest {path} is invalid: {'; '.join(errors)}.")
-    return Manifest(path, data["files"], data.get("conversions", {}))
+    return Manifest(path, data["files"], data.get("conversions", {}), data.get("folders", {}))
 
 
 def schema_errors(data: object, *, strict: bool = False) -> list[str]:
@@ -137,6 +164,11 @@ def schema_errors(data: object, *, strict: bool = False) -> list[str]:
         dest = spec.get("dest") if isinstance(spec, dict) else None
         if isinstance(dest, str) and dests.setdefault(dest, where) != where:
             errors.append(f"{where}.dest {dest!r} repeats {dests[dest]}.dest")
+    for name, folder in data.get("folders", {}).items():
+        if not _is_relative_path(folder):
+            errors.append(f"folders.{name} must be a relative path inside the weights root, got {folder!r}")
+        elif strict and not any(dest.startswith(folder + "/") for dest in dests):
+            errors.append(f"folders.{name} {folder!r} holds no listed file")
     return errors
 
 
@@ -188,6 +220,7 @@ _MANIFEST_FIELDS = {
     "schema_version": (lambda v: v == SCHEMA_VERSION, str(SCHEMA_VERSION), True),
     "files": (lambda v: isinstance(v, dict), "an object", True),
     "conversions": (lambda v: isinstance(v, dict), "an object", False),
+    "folders": (lambda v: isinstance(v, dict), "an object", False),
 }
 _FILE_FIELDS = {
     "dest": (_is_relative_path, "a relative path inside the weights root", True),
@@ -202,6 +235,8 @@ _FILE_FIELDS = {
     "license": (_is_text, "a licence name", True),
     "needed_by": _TAG_LIST,
     "source": (lambda v: isinstance(v, str), "a string", True),
+    # The part a custom checkpoint (COG_WEIGHTS) replaces: such files are not fetched when one is given.
+    "role": (lambda v: v in ROLES, f"one of {', '.join(ROLES)}", False),
     "package": (
         {key: (_is_text, "a non-empty string", True) for key in ("name", "version", "path")},
         "",
@@ -209,7 +244,6 @@ _FILE_FIELDS = {
     ),
 }
 _CONVERSION_FIELDS = {
-    "function": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.]+:\w+", v), "'module:callable'", True),
     "inputs": (_is_name_list, "a non-empty list of file names", True),
     # Inputs that the predictor also reads itself (a config, say): fetched even once the conversion is done.
     "kept_inputs": (_is_name_list, "a non-empty list of file names", False),
@@ -225,22 +259,33 @@ _OUTPUT_FIELDS = {
 # ------------------------------------------------------------------------------------------------- ensure
 
 
-def ensure(target: str | list[str]) -> dict[str, Path]:
-    """Make ``target``'s files present and verified and return ``{dest: absolute path}``.
+def ensure(
+    target: str | list[str],
+    *,
+    conversions: dict[str, Callable[[dict[str, Path], dict[str, Path]], None]] | None = None,
+    custom_role: str | None = None,
+) -> Weights:
+    """Make ``target``'s files present and verified and return them as ``Weights``.
 
     ``target`` is a ``needed_by`` tag (``"nst"``, ``"sd_style/sd15"``; a prefix such as ``"sd_style"`` takes
     every tag under it) or a list of file and conversion names. Conversions whose outputs are missing run
-    after their inputs are ensured. An absent input of conversions whose outputs are all present is not
-    fetched: the outputs are what a predictor loads; only the step's ``kept_inputs`` are read as well.
+    after their inputs are ensured, with the function ``conversions`` hands in under the step's name (the
+    predictor that loads the outputs owns the code that makes them). An absent input of conversions whose
+    outputs are all present is not fetched: the outputs are what a predictor loads; only the step's
+    ``kept_inputs`` are read as well. With ``custom_role`` and a custom checkpoint (``COG_WEIGHTS``), the
+    files of that role are left out: the checkpoint, in ``Weights.custom``, replaces them.
     """
     manifest = load_manifest()
     root = weights_root()
-    files, conversions = _select(manifest, target)
+    files, steps = _select(manifest, target)
+    custom = custom_weights_path() if custom_role else None
+    if custom is not None:
+        files = {name: entry for name, entry in files.items() if entry.get("role") != custom_role}
     hint = target if isinstance(target, str) else None
-    pending = {name: step for name, step in conversions.items() if not _converted(step, root)}
+    pending = {name: step for name, step in steps.items() if not _converted(step, root)}
     needed = {name for step in pending.values() for name in step["inputs"]}
-    done_inputs = {name for step in conversions.values() for name in step["inputs"]} - needed
-    done_inputs -= {name for step in conversions.values() for name in step.get("kept_inputs", [])}
+    done_inputs = {name for step in steps.values() for name in step["inputs"]} - needed
+    done_inputs -= {name for step in steps.values() for name in step.get("kept_inputs", [])}
     for name in needed - files.keys():
         if name not in manifest.files:
             raise WeightsError(
@@ -248,25 +293,36 @@ def ensure(target: str | list[str]) -> dict[str, Path]:
             )
         files[name] = manifest.files[name]
     paths = {
-        entry["dest"]: _ensure_file(entry, root, hint)
+        name: _ensure_file(entry, root, hint)
         for name, entry in files.items()
         if name not in done_inputs or (root / entry["dest"]).exists()
     }
     for name, step in pending.items():
-        _run_conversion(name, step, {i: root / manifest.files[i]["dest"] for i in step["inputs"]}, root)
-    for step in conversions.values():
-        paths.update({spec["dest"]: root / spec["dest"] for spec in step["outputs"].values()})
-    return paths
+        function = (conversions or {}).get(name)
+        if function is None:
+            raise WeightsError(
+                f"The conversion {name} must be handed to ensure() by the predictor owning it."
+            )
+        inputs = {i: root / manifest.files[i]["dest"] for i in step["inputs"]}
+        _run_conversion(name, step, function, inputs, root)
+    for step in steps.values():
+        paths.update({out: root / spec["dest"] for out, spec in step["outputs"].items()})
+    folders = {
+        name: root / folder
+        for name, folder in manifest.folders.items()
+        if any(path.is_relative_to(root / folder) for path in paths.values())
+    }
+    return Weights(root, paths, folders, custom)
 
 
-def _tags_for(target: str) -> list[str]:
+def tags_for(target: str) -> list[str]:
     target = target.replace("-", "_")  # the Makefile spells predictors sd-style
     return [tag for tag in TAGS if tag == target or tag.startswith(target + "/")]
 
 
 def _select(manifest: Manifest, target: str | list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
     if isinstance(target, str):
-        tags = set(_tags_for(target))
+        tags = set(tags_for(target))
         if not tags:
             raise WeightsError(f"Unknown weights target {target!r}: use one of {', '.join(TAGS)}.")
         return (
@@ -427,7 +483,7 @@ def _converted(step: dict, root: Path) -> bool:
     return all(_verified(path, _read_stamp(path).get("sha256"), None) for path in paths)
 
 
-def _run_conversion(name: str, step: dict, inputs: dict[str, Path], root: Path) -> None:
+def _run_conversion(name: str, step: dict, function: Callable, inputs: dict[str, Path], root: Path) -> None:
     outputs = {out: root / spec["dest"] for out, spec in step["outputs"].items()}
     first = next(iter(outputs.values()))
     first.parent.mkdir(parents=True, exist_ok=True)
@@ -438,8 +494,6 @@ def _run_conversion(name: str, step: dict, inputs: dict[str, Path], root: Path) 
         temps = {out: path.with_name(f"{path.stem}.part{path.suffix}") for out, path in outputs.items()}
         for temp in temps.values():
             temp.parent.mkdir(parents=True, exist_ok=True)
-        module_name, _, attribute = step["function"].partition(":")
-        function = getattr(importlib.import_module(module_name), attribute)
         log.info("Running the conversion %s", name)
         try:
             function(dict(inputs), dict(temps))
@@ -453,51 +507,3 @@ def _run_conversion(name: str, step: dict, inputs: dict[str, Path], root: Path) 
         finally:
             for temp in temps.values():
                 temp.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m predictors.common.weights", description=__doc__.split("\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser(
-        "fetch", help="download and verify the files of a predictor or of named entries"
-    )
-    fetch.add_argument(
-        "targets", nargs="+", help=f"'all', a tag ({', '.join(TAGS)}; or 'sd_style'), or entry names"
-    )
-    check = commands.add_parser("check", help="validate the manifest")
-    check.add_argument(
-        "manifest", nargs="?", type=Path, help="default: $TRIPTYCH_MANIFEST or weights_manifest.json"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        if args.command == "check":
-            manifest = load_manifest(args.manifest, strict=True)
-            counts = f"{len(manifest.files)} files, {len(manifest.conversions)} conversions"
-            print(f"{manifest.path}: {counts}, valid")
-            return 0
-        for target in _cli_targets(args.targets):
-            paths = ensure(target)
-            label = target if isinstance(target, str) else " ".join(target)
-            print(f"{label}: {len(paths)} files verified under {weights_root()}")
-    except WeightsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _cli_targets(targets: list[str]) -> list[str | list[str]]:
-    if targets == ["all"]:
-        return list(TAGS)
-    tags = [target for target in targets if _tags_for(target)]
-    names = [target for target in targets if not _tags_for(target)]
-    return [*tags, names] if names else tags
-
-
-if __name__ == "__main__":
-    sys.exit(main())

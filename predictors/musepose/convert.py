@@ -13,8 +13,8 @@ means 686 / 682 / 16 / 588 tensors (tests/unit/test_musepose_models.py pins thos
 lists); another config legitimately gives other counts, for instance equal widths on the first two levels
 leave out ``down_blocks.1.resnets.0.conv_shortcut`` (2 tensors fewer in each UNet).
 
-Registered in ``weights_manifest.json`` as the conversion ``musepose_compact`` with the function
-``predictors.musepose.convert:convert_release``.
+Registered in ``weights_manifest.json`` as the conversion ``musepose_compact``; the predictor hands
+``convert_release`` to ``weights.ensure`` under that name.
 """
 
 from __future__ import annotations

@@ -7,23 +7,35 @@ import os
 from cog import BaseModel, BasePredictor, Input, Path
 
 from predictors.common import boundary, media, runtime, weights
-from predictors.common.dwpose import DETECTOR_FILE, POSE_FILE, Wholebody
+from predictors.common.dwpose import DETECTOR_WEIGHTS, POSE_WEIGHTS, Wholebody
+from predictors.musepose import convert
 from predictors.musepose.animate import Animator, Request
 from predictors.musepose.distributed import load_pipeline
 
-WEIGHTS = {
-    "unet_config": "musepose/sd-image-variations-diffusers/unet/config.json",
-    "denoising_unet": "musepose/compact/denoising_unet.safetensors",
-    "motion_module": "musepose/compact/motion_module.safetensors",
-    "reference_unet": "musepose/compact/reference_unet.safetensors",
-    "pose_guider": "musepose/compact/pose_guider.safetensors",
-    "vae": "musepose/sd-vae-ft-mse/config.json",
-    "image_encoder": "musepose/image_encoder/config.json",
+# load_pipeline's parts by manifest name: files, and the folders diffusers loads the VAE and encoder from.
+PIPELINE_FILES = {
+    "unet_config": "musepose_unet_config",
+    "denoising_unet": "musepose_denoising_unet_compact",
+    "motion_module": "musepose_motion_module_compact",
+    "reference_unet": "musepose_reference_unet_compact",
+    "pose_guider": "musepose_pose_guider_compact",
 }
-FOLDERS = ("vae", "image_encoder")
+PIPELINE_FOLDERS = {"vae": "sd_vae_ft_mse", "image_encoder": "sd_image_variations_image_encoder"}
 OOM_REMEDY = "Lower the resolution, the window (for example 24) or max_frames, and try again."
 
 logger = runtime.get_logger("musepose")
+
+
+def ensure_weights() -> weights.Weights:
+    """MusePose's files, the released checkpoints converted once to the compact files the pipeline loads."""
+    return weights.ensure("musepose", conversions={"musepose_compact": convert.convert_release})
+
+
+def pipeline_files(files: weights.Weights) -> dict[str, Path]:
+    """The paths ``load_pipeline`` takes, by part."""
+    return {part: files[name] for part, name in PIPELINE_FILES.items()} | {
+        part: files.folder(name) for part, name in PIPELINE_FOLDERS.items()
+    }
 
 
 class Output(BaseModel):
@@ -42,14 +54,12 @@ class Output(BaseModel):
 
 class Predictor(BasePredictor):
     def setup(self) -> None:
-        paths = weights.ensure("musepose")
-        files = {name: paths[dest] for name, dest in WEIGHTS.items()}
-        files.update({name: files[name].parent for name in FOLDERS})
+        files = ensure_weights()
         self.device = runtime.select_device()
         dtype = runtime.select_dtype(self.device)
         # Several GPUs: worker processes share the denoising (predictors/musepose/distributed.py).
-        pipeline = load_pipeline(files, self.device, dtype, logger)
-        pose_model = Wholebody(paths[DETECTOR_FILE], paths[POSE_FILE], rules="musepose")
+        pipeline = load_pipeline(pipeline_files(files), self.device, dtype, logger)
+        pose_model = Wholebody(files[DETECTOR_WEIGHTS], files[POSE_WEIGHTS], rules="musepose")
         self.animator = Animator(pipeline, pose_model, logger)
         self.outputs = media.Outputs()
 

@@ -24,9 +24,7 @@ from predictors.nst.stylize import (
 )
 from predictors.nst.vgg import VGGFeatures, read_checkpoint
 
-VGG_DEST = "nst/vgg19-dcbb9e9d.pth"
-PREDICT_DEST = "nst/magenta/arbitrary_predict.onnx"
-TRANSFORM_DEST = "nst/magenta/arbitrary_transform.onnx"
+MAGENTA = ("magenta_arbitrary_predict", "magenta_arbitrary_transform")
 QUALITY_ITERATIONS = {"draft": 100, "standard": 300, "high": 600}
 # Sides are multiples of 16 so that relu5_1 (after four 2x2 poolings) has at least one pixel.
 SIDE_MULTIPLE = 16
@@ -36,14 +34,14 @@ logger = runtime.get_logger("nst")
 
 class Predictor(BasePredictor):
     def setup(self) -> None:
-        paths = weights.ensure("nst")
+        files = weights.ensure("nst")
         self.device = runtime.select_device()
         # Style transfer uses only the convolutions; the classifier (about 0.5 GB) is not kept.
-        state = read_checkpoint(paths[VGG_DEST])
+        state = read_checkpoint(files["vgg19"])
         self.vgg_state = {key: value for key, value in state.items() if key.startswith("features.")}
         self.features: dict[tuple[str, str], VGGFeatures] = {}
         self.vgg("max", "zeros")
-        self.fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=torch.get_num_threads())
+        self.fast = FastStylizer(*(files[name] for name in MAGENTA), threads=torch.get_num_threads())
         self.outputs = media.Outputs()
 
     def healthcheck(self) -> bool:
@@ -227,9 +225,9 @@ class FastResult(Predictor):
     NOTICE = "This is the fast result (the feed-forward Magenta stylisation), not the full Gatys one."
 
     def setup(self) -> None:
-        paths = weights.ensure(["magenta_arbitrary_predict", "magenta_arbitrary_transform"])
+        files = weights.ensure(list(MAGENTA))
         threads = runtime.configure_threads()
-        self.fast = FastStylizer(paths[PREDICT_DEST], paths[TRANSFORM_DEST], threads=threads)
+        self.fast = FastStylizer(*(files[name] for name in MAGENTA), threads=threads)
         self.outputs = media.Outputs()
 
     def predict(self, **inputs) -> Iterator[Path]:

@@ -1,7 +1,7 @@
 """Structure from Canny edges (ControlNet) and look from a style image (IP-Adapter), assembled from diffusers.
 
-``StylePipeline.load`` builds, once, the ControlNet txt2img pipeline of a family (SD1.5 or SDXL) from a local
-weights root, loads the IP-Adapter into it and derives the img2img and detail-pass pipelines from the same
+``StylePipeline.load`` builds, once, the ControlNet txt2img pipeline of a family (SD1.5 or SDXL) from local
+weights folders, loads the IP-Adapter into it and derives the img2img and detail-pass pipelines from the same
 modules (``from_pipe``), so nothing is loaded twice. It also builds the turbo passes: the same pipelines on a
 second UNet with the family's LCM-LoRA fused into it. ``run`` renders one job; style images are embedded once
 per content hash and blended by weight into precomputed IP-Adapter embeddings.
@@ -31,6 +31,7 @@ from PIL import Image
 
 from predictors.common.errors import InputError, WeightsError
 from predictors.common.runtime import Progress, StepCallback, progress_bar
+from predictors.common.weights import Weights
 from predictors.sd_style.ip_adapter_layers import STYLE_MODES, adapter_scale
 
 SCHEDULERS = ("DPM++ 2M Karras", "Euler a", "UniPC", "DDIM")
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Family:
-    """Where a family's parts live under the weights root and which diffusers classes run them."""
+    """A family's parts by their folder names in the weights manifest, and how diffusers loads them."""
 
     name: str
     base: str
@@ -66,46 +67,37 @@ class Family:
     def tag(self) -> str:
         return f"sd_style/{self.name}"
 
-    def is_base_weight(self, dest: str) -> bool:
-        """Whether ``dest`` holds base-model weights, which a custom checkpoint replaces (its configs and
-        tokenizers stay in use: a single-file checkpoint is read with them)."""
-        return (
-            dest.startswith(self.base + "/")
-            and dest.endswith(".safetensors")
-            and not dest.startswith(self.safety_checker + "/")
-        )
-
 
 FAMILIES = {
     "sd15": Family(
         name="sd15",
-        base="sd15/stable-diffusion-v1-5",
-        canny="sd15/control_v11p_sd15_canny",
-        tile="sd15/control_v11f1e_sd15_tile",
+        base="sd15_base",
+        canny="control_v11p_sd15_canny",
+        tile="control_v11f1e_sd15_tile",
         ip_adapter_subfolder="models",
         ip_adapter_weight="ip-adapter_sd15.safetensors",
         image_encoder_folder="image_encoder",
-        safety_checker="sd15/stable-diffusion-v1-5/safety_checker",
-        feature_extractor="sd15/stable-diffusion-v1-5/feature_extractor",
-        turbo_lora="sd15/lcm-lora-sdv1-5",
+        safety_checker="sd15_safety_checker",
+        feature_extractor="sd15_feature_extractor",
+        turbo_lora="lcm-lora-sdv1-5",
         default_max_side=768,
     ),
     "sdxl": Family(
         name="sdxl",
-        base="sdxl/stable-diffusion-xl-base-1.0",
-        canny="sdxl/controlnet-canny-sdxl-1.0",
+        base="sdxl_base",
+        canny="controlnet-canny-sdxl-1.0",
         tile=None,
         ip_adapter_subfolder="sdxl_models",
         ip_adapter_weight="ip-adapter_sdxl_vit-h.safetensors",
         # The ViT-H variant of the SDXL adapter shares the SD1.5 adapter's image encoder.
         image_encoder_folder="models/image_encoder",
-        safety_checker="sd15/stable-diffusion-v1-5/safety_checker",
-        feature_extractor="sd15/stable-diffusion-v1-5/feature_extractor",
-        turbo_lora="sdxl/lcm-lora-sdxl",
+        safety_checker="sd15_safety_checker",
+        feature_extractor="sd15_feature_extractor",
+        turbo_lora="lcm-lora-sdxl",
         default_max_side=1024,
     ),
 }
-IP_ADAPTER_ROOT = "ip_adapter"
+IP_ADAPTER = "ip_adapter"
 
 
 def family_spec(name: str) -> Family:
@@ -303,32 +295,30 @@ class StylePipeline:
     def load(
         cls,
         family: Family,
-        root: Path,
+        files: Weights,
         *,
         device: torch.device,
         dtype: torch.dtype,
-        custom_base: str | Path | None = None,
     ) -> StylePipeline:
-        """Load every part of ``family`` from the weights root ``root`` (no Hub access).
+        """Load every part of ``family`` from the folders ``files`` names (no Hub access).
 
-        ``custom_base`` replaces the base model: a single-file ``.safetensors`` checkpoint (read with the
+        ``files.custom`` replaces the base model: a single-file ``.safetensors`` checkpoint (read with the
         family's own configs and tokenizers) or a diffusers folder.
         """
         from diffusers import ControlNetModel
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
 
-        root = Path(root)
         txt2img_cls, _ = _pipeline_classes(family.name)
         # fp16 variant files serve both fp16 (GPU) and fp32 (CPU) runs: diffusers upcasts on load.
         common = {"dtype": dtype, "variant": "fp16", "local_files_only": True}
-        canny = ControlNetModel.from_pretrained(root / family.canny, **common)
+        canny = ControlNetModel.from_pretrained(files.folder(family.canny), **common)
         base_parts = {"controlnet": canny}
         if family.name == "sd15":
             base_parts |= {"safety_checker": None, "requires_safety_checker": False}
-        txt2img = _load_base(txt2img_cls, root / family.base, custom_base, base_parts, common)
+        txt2img = _load_base(txt2img_cls, files.folder(family.base), files.custom, base_parts, common)
         txt2img.load_ip_adapter(
-            str(root / IP_ADAPTER_ROOT),
+            str(files.folder(IP_ADAPTER)),
             subfolder=family.ip_adapter_subfolder,
             weight_name=family.ip_adapter_weight,
             image_encoder_folder=family.image_encoder_folder,
@@ -337,13 +327,13 @@ class StylePipeline:
         txt2img.to(device)
         tile = None
         if family.tile is not None:
-            tile = ControlNetModel.from_pretrained(root / family.tile, **common).to(device)
+            tile = ControlNetModel.from_pretrained(files.folder(family.tile), **common).to(device)
         default = _passes(family, txt2img, tile)
-        turbo = _passes(family, _turbo_txt2img(txt2img, root / family.turbo_lora), tile)
+        turbo = _passes(family, _turbo_txt2img(txt2img, files.folder(family.turbo_lora)), tile)
         safety_checker = StableDiffusionSafetyChecker.from_pretrained(
-            root / family.safety_checker, dtype=dtype, variant="fp16", local_files_only=True
+            files.folder(family.safety_checker), dtype=dtype, variant="fp16", local_files_only=True
         ).to(device)
-        feature_extractor = CLIPImageProcessor.from_pretrained(root / family.feature_extractor)
+        feature_extractor = CLIPImageProcessor.from_pretrained(files.folder(family.feature_extractor))
         if device.type == "cuda":
             # Convolutions run faster channels-last on GPUs (diffusers' advice); SDPA is already the default.
             modules = [p.unet for p in (default, turbo)] + [txt2img.controlnet, default.detail.controlnet]

@@ -15,7 +15,7 @@ from cog import BasePredictor, Input, Path
 from predictors.common import boundary, media, runtime, weights
 from predictors.common.errors import InputError
 from predictors.common.inputs import load_named_images, parse_blend_weights
-from predictors.sd_style.pipeline import Family, Job, StylePipeline, family_spec
+from predictors.sd_style.pipeline import Job, StylePipeline, family_spec
 
 FAMILY_ENV = "TRIPTYCH_SD_FAMILY"
 DEFAULT_NEGATIVE = "lowres, blurry, deformed, watermark, text, signature, jpeg artifacts, ugly"
@@ -52,32 +52,15 @@ def render_size(
     return size
 
 
-def weights_needed(family: Family, custom_base: bool) -> str | list[str]:
-    """What ``weights.ensure`` fetches: the family's files, less the base weights a custom checkpoint replaces
-    (gigabytes that would otherwise be downloaded and never read)."""
-    if not custom_base:
-        return family.tag
-    files = weights.load_manifest().files
-    return [
-        name
-        for name, entry in files.items()
-        if family.tag in entry["needed_by"] and not family.is_base_weight(entry["dest"])
-    ]
-
-
 class Predictor(BasePredictor):
     def setup(self) -> None:
         started = time.perf_counter()
         self.family = family_spec(os.environ.get(FAMILY_ENV, "sd15").strip().lower())
-        custom_base = weights.custom_weights_path()
-        weights.ensure(weights_needed(self.family, custom_base is not None))
+        # A custom checkpoint (COG_WEIGHTS) replaces the base weights: gigabytes not downloaded, never read.
+        files = weights.ensure(self.family.tag, custom_role="base")
         self.device = runtime.select_device()
         self.pipeline = StylePipeline.load(
-            self.family,
-            weights.weights_root(),
-            device=self.device,
-            dtype=runtime.select_dtype(self.device),
-            custom_base=custom_base,
+            self.family, files, device=self.device, dtype=runtime.select_dtype(self.device)
         )
         self.outputs = media.Outputs()
         logger.info("Loaded %s on %s in %.1f s", self.family.name, self.device, time.perf_counter() - started)

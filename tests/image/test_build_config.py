@@ -58,6 +58,15 @@ def test_cuda_is_the_one_the_gpu_wheels_are_built_for(config):
     assert cuda_mismatches(build["cuda"], cog_image.pins(cog_image.requirement_file(config)), FACTS) == []
 
 
+def test_the_development_image_has_the_cuda_of_the_images():
+    """Dockerfile.dev runs the suite and the benches on a GPU: its base image must carry the CUDA the wheels
+    need, as one of the tags Cog builds from (pkg/config/cuda_compatibility.json: <cuda>-cudnn-devel-<os>)."""
+    base = re.search(r"^FROM nvidia/cuda:(\S+)$", (REPO_ROOT / "Dockerfile.dev").read_text(), re.M).group(1)
+    version, flavour = base.split("-", 1)
+    assert version.rsplit(".", 1)[0] == FACTS["torch==2.13.0"]["cuda"] == "13.0"
+    assert flavour == "cudnn-devel-ubuntu22.04"
+
+
 def test_the_recorded_facts():
     assert FACTS["torch==2.13.0"]["cuda"] == "13.0"
     assert (

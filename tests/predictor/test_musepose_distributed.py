@@ -17,7 +17,6 @@ import pytest
 import torch
 from PIL import Image
 
-from predictors.common import weights
 from predictors.musepose.distributed import DistributedPipeline, Team, WorkerError, build_pipeline
 from tools.tiny_weights import environment
 
@@ -35,16 +34,13 @@ log = logging.getLogger("predictors.musepose.test")
 
 @pytest.fixture(scope="module")
 def files(tiny_weights):
-    from predictors.musepose.predict import FOLDERS, WEIGHTS
+    from predictors.musepose.predict import ensure_weights, pipeline_files
 
     root = tiny_weights(["dwpose", "musepose"])
     with pytest.MonkeyPatch.context() as patch:
         for key, value in environment(root).items():
             patch.setenv(key, value)
-        paths = weights.ensure("musepose")
-    found = {name: paths[dest] for name, dest in WEIGHTS.items()}
-    found.update({name: found[name].parent for name in FOLDERS})
-    return found
+        return pipeline_files(ensure_weights())
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from predictors.sd_style.ip_adapter_layers import adapter_scale
 from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges, planned_steps
 from predictors.sd_style.predict import Predictor
 from tests.replicate_progress import progress_lines
+from tools import tiny_weights as tiny
 from tools.cog_runtime import input_defaults
 
 SIZE = 64
@@ -41,9 +42,8 @@ class LoadedPipelines(dict):
         self.root = root
 
     def __missing__(self, name: str) -> StylePipeline:
-        loaded = StylePipeline.load(
-            FAMILIES[name], self.root, device=torch.device("cpu"), dtype=torch.float32
-        )
+        files = tiny.ensure(self.root, FAMILIES[name].tag)
+        loaded = StylePipeline.load(FAMILIES[name], files, device=torch.device("cpu"), dtype=torch.float32)
         self[name] = loaded
         return loaded
 
@@ -316,9 +316,7 @@ def test_other_schedulers_equal_stock_diffusers(root, pipelines, scheduler):
     ours = sp.run(job, output_type="np")
     assert type(sp.txt2img.scheduler).__name__ == STOCK_SCHEDULERS[scheduler]
     scheduler_class = getattr(diffusers, STOCK_SCHEDULERS[scheduler])
-    stock = _stock(
-        sp, job, scheduler_class.from_pretrained(root / FAMILIES["sd15"].base, subfolder="scheduler")
-    )
+    stock = _stock(sp, job, scheduler_class.from_pretrained(_base_folder(root), subfolder="scheduler"))
     assert np.abs(ours - stock).max() <= 1e-5
 
 
@@ -439,9 +437,11 @@ def test_ip_adapter_bin_and_safetensors_load_alike(root, pipelines):
 def _fresh_unet(root):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel.from_pretrained(
-        root / FAMILIES["sd15"].base, subfolder="unet", variant="fp16"
-    )
+    return UNet2DConditionModel.from_pretrained(_base_folder(root), subfolder="unet", variant="fp16")
+
+
+def _base_folder(root):
+    return tiny.ensure(root, "sd_style/sd15").folder(FAMILIES["sd15"].base)
 
 
 # Turbo ---------------------------------------------------------------------------------------------
@@ -467,9 +467,10 @@ def stock_turbo(root):
             spec = FAMILIES[family]
             txt2img_cls, img2img_cls = (getattr(diffusers, name) for name in STOCK_CLASSES[family])
             extra = {"safety_checker": None, "requires_safety_checker": False} if family == "sd15" else {}
-            controlnet = diffusers.ControlNetModel.from_pretrained(root / spec.canny, variant="fp16")
+            files = tiny.ensure(root, spec.tag)
+            controlnet = diffusers.ControlNetModel.from_pretrained(files.folder(spec.canny), variant="fp16")
             stock = txt2img_cls.from_pretrained(
-                root / spec.base, controlnet=controlnet, variant="fp16", **extra
+                files.folder(spec.base), controlnet=controlnet, variant="fp16", **extra
             )
             stock.load_ip_adapter(
                 str(root / "ip_adapter"),
@@ -481,7 +482,9 @@ def stock_turbo(root):
                 str(root / LORA_FOLDERS[family]), weight_name="pytorch_lora_weights.safetensors"
             )
             stock.fuse_lora()
-            stock.scheduler = diffusers.LCMScheduler.from_pretrained(root / spec.base, subfolder="scheduler")
+            stock.scheduler = diffusers.LCMScheduler.from_pretrained(
+                files.folder(spec.base), subfolder="scheduler"
+            )
             stock.set_progress_bar_config(disable=True)
             loaded[family] = {"txt2img": stock, "img2img": img2img_cls.from_pipe(stock)}
         return loaded[family]
@@ -542,7 +545,8 @@ def test_turbo_has_its_own_fused_unet_and_shares_the_rest(root, pipelines, famil
     changed = {n for n in modules if not torch.equal(turbo_weights[n + ".weight"], modules[n].weight)}
     assert changed == set(modules)  # the LoRA landed on every module it names
     # The default UNet is the file's, untouched by the fuse.
-    saved = load_file(root / FAMILIES[family].base / "unet/diffusion_pytorch_model.fp16.safetensors")
+    base_folder = tiny.ensure(root, FAMILIES[family].tag).folder(FAMILIES[family].base)
+    saved = load_file(base_folder / "unet/diffusion_pytorch_model.fp16.safetensors")
     assert all(torch.equal(base.state_dict()[k], v.float()) for k, v in saved.items())
     for name in ("vae", "text_encoder", "image_encoder", "controlnet", "feature_extractor"):
         assert getattr(sp.turbo.txt2img, name) is getattr(sp.txt2img, name)

@@ -22,6 +22,7 @@ from predictors.common.errors import InputError, WeightsError
 from predictors.sd_style.pipeline import FAMILIES
 from tests.call_predict import call_predict
 from tests.replicate_progress import client_progress
+from tools import tiny_weights as tiny
 
 PARTS = ["sd15", "sdxl"]
 
@@ -350,7 +351,8 @@ def _offline_copy(root, folder, **env) -> dict[str, str]:
 
 def _drop_base_weights(env: dict[str, str], family: str) -> None:
     """Delete the standard base model's weight files: a custom checkpoint must load without them."""
-    for path in (Path(env["WEIGHTS_DIR"]) / FAMILIES[family].base).rglob("*.safetensors"):
+    files = tiny.ensure(Path(env["WEIGHTS_DIR"]), FAMILIES[family].tag)
+    for path in files.folder(FAMILIES[family].base).rglob("*.safetensors"):
         if "safety_checker" not in path.parts:
             path.unlink()
 
@@ -422,7 +424,8 @@ def test_custom_single_file_checkpoint_for_sdxl(sdxl, root, files, tmp_path):
 
 def test_custom_diffusers_folder_for_sdxl(sdxl, root, files, tmp_path):
     """COG_WEIGHTS with a diffusers folder holding full-precision (non-variant) files."""
-    folder = shutil.copytree(root / FAMILIES["sdxl"].base, tmp_path / "my-sdxl")
+    base = tiny.ensure(root, "sd_style/sdxl").folder(FAMILIES["sdxl"].base)
+    folder = shutil.copytree(base, tmp_path / "my-sdxl")
     for path in folder.rglob("*.fp16.safetensors"):
         path.rename(path.with_name(path.name.replace(".fp16", "")))
     _, ours, stock = _sdxl_custom_against_stock(sdxl, root, files, tmp_path, folder)

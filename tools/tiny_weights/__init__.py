@@ -1,7 +1,8 @@
 """Tiny weights roots in exactly the real on-disk layout, for tests and smoke runs.
 
 Each *part* is a module of this package with a function ``write(root: Path, seed: int) -> None`` that writes
-its files under ``root`` with the real file names, key names and configs, only with small widths and depths.
+its files under ``root`` with the real file names, key names and configs, only with small widths and depths;
+it finds where each file goes by its name in the real manifest (``dest("vgg19")``, ``dest("sd15_base")``).
 ``build(["vgg19", ...])`` writes the parts into one root, then writes a ``weights_manifest.json`` there: a
 copy of the real manifest's entries for exactly the files written, with their tiny sha256 and size. Pointing
 ``WEIGHTS_DIR`` and ``TRIPTYCH_MANIFEST`` at the root makes ``predictors.common.weights`` resolve, verify and
@@ -15,6 +16,7 @@ the seed and the library versions that shape the files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -23,9 +25,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from filelock import FileLock
 
+from predictors.common import weights
 from predictors.common.download import sha256_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,16 +57,26 @@ def _cache_key(parts: list[str], seed: int) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
+def _real_manifest() -> weights.Manifest:
+    return weights.load_manifest(REAL_MANIFEST)
+
+
+def dest(name: str) -> str:
+    """Where the real manifest puts the file, conversion output or folder ``name``, under a weights root."""
+    manifest = _real_manifest()
+    outputs = {out: spec for step in manifest.conversions.values() for out, spec in step["outputs"].items()}
+    if name in manifest.folders:
+        return manifest.folders[name]
+    return (manifest.files.get(name) or outputs[name])["dest"]
+
+
 def write_manifest(root: Path) -> None:
     """Write the tiny root's manifest: the real entries of the files present, with tiny sha256 and size."""
-    real = json.loads(REAL_MANIFEST.read_text())
-    by_dest = {entry["dest"]: name for name, entry in real["files"].items()}
+    real = _real_manifest()
+    by_dest = {entry["dest"]: name for name, entry in real.files.items()}
     # Conversion outputs are made from the listed files by the weights layer, as with the real weights.
-    derived = {
-        output["dest"]
-        for conversion in real.get("conversions", {}).values()
-        for output in conversion["outputs"].values()
-    }
+    derived = {output["dest"] for step in real.conversions.values() for output in step["outputs"].values()}
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
         dest = path.relative_to(root).as_posix()
@@ -71,9 +85,13 @@ def write_manifest(root: Path) -> None:
         if dest not in by_dest:
             raise ValueError(f"tiny weights wrote {dest}, which weights_manifest.json does not list")
         name = by_dest[dest]
-        files[name] = {**real["files"][name], "sha256": sha256_of(path), "size": path.stat().st_size}
-    manifest = {key: value for key, value in real.items() if key != "files"}
-    manifest["files"] = files
+        files[name] = {**real.files[name], "sha256": sha256_of(path), "size": path.stat().st_size}
+    manifest = {
+        "schema_version": weights.SCHEMA_VERSION,
+        "folders": real.folders,
+        "files": files,
+        "conversions": real.conversions,
+    }
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
@@ -100,3 +118,9 @@ def build(parts: list[str], seed: int = 0, cache_dir: Path | None = None) -> Pat
 def environment(root: Path) -> dict[str, str]:
     """The environment variables that point the weights layer at a tiny root."""
     return {"WEIGHTS_DIR": str(root), "TRIPTYCH_MANIFEST": str(root / MANIFEST_NAME)}
+
+
+def ensure(root: Path, target: str | list[str], **options) -> weights.Weights:
+    """``weights.ensure(target, **options)`` on the tiny root ``root``, as a predictor's setup() runs it."""
+    with mock.patch.dict(os.environ, environment(root)):
+        return weights.ensure(target, **options)

@@ -18,15 +18,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from predictors.common.dwpose import DETECTOR_WEIGHTS, POSE_WEIGHTS
 from predictors.common.dwpose.keypoints import FLIP_INDICES
+from tools.tiny_weights import dest
 
 OPSET = 17
 # The IR version onnx 1.12 wrote with opset 17. ``helper.make_model`` stamps the installed onnx's newest IR
 # instead (14 for onnx 1.23), which the images' onnxruntime-gpu 1.31 refuses ("Unsupported model IR
 # version"); the real files, exported in 2023, carry IR 9 at most.
 IR_VERSION = 8
-DETECTOR_DEST = "dwpose/yolox_l.onnx"
-POSE_DEST = "dwpose/dw-ll_ucoco_384.onnx"
+DETECTOR_DEST = dest(DETECTOR_WEIGHTS)
+POSE_DEST = dest(POSE_WEIGHTS)
 ANCHORS = 80 * 80 + 40 * 40 + 20 * 20
 CROP_WIDTH = 288
 

@@ -26,8 +26,8 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from predictors.musepose.models import build_denoising_unet, build_pose_guider, build_reference_unet
 from predictors.musepose.models.motion_module import PositionalEncoding
 from predictors.musepose.pipeline import POSE_GUIDER_BLOCKS, UNET_ADDITIONAL_KWARGS
+from tools.tiny_weights import dest
 
-ROOT = "musepose"
 UNET_CONFIG = {
     "_class_name": "UNet2DConditionModel",
     "_diffusers_version": "0.9.0",
@@ -150,17 +150,17 @@ def _write_config(path: Path, config: dict) -> None:
 
 def write(root: Path, seed: int, unet_config: dict = UNET_CONFIG) -> None:
     """The tiny set; another ``unet_config`` (other widths, heads) writes a set that follows it."""
-    base = root / ROOT
-    (base / "MusePose").mkdir(parents=True, exist_ok=True)
     for stem, state in _share_one_buffer(release_state_dicts(seed, unet_config)).items():
-        torch.save(state, base / "MusePose" / f"{stem}.pth")
-    _write_config(base / "sd-image-variations-diffusers/unet/config.json", unet_config)
+        path = root / dest(f"musepose_{stem}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+    _write_config(root / dest("musepose_unet_config"), unet_config)
 
     with torch.random.fork_rng():
         torch.manual_seed(seed + 1)
         vae = AutoencoderKL.from_config({k: v for k, v in VAE_CONFIG.items() if not k.startswith("_")})
         encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**IMAGE_ENCODER_CONFIG))
-    _write_config(base / "sd-vae-ft-mse/config.json", VAE_CONFIG)
-    torch.save(vae.state_dict(), base / "sd-vae-ft-mse/diffusion_pytorch_model.bin")
-    _write_config(base / "image_encoder/config.json", IMAGE_ENCODER_CONFIG)
-    torch.save(encoder.state_dict(), base / "image_encoder/pytorch_model.bin")
+    _write_config(root / dest("musepose_vae_config"), VAE_CONFIG)
+    torch.save(vae.state_dict(), root / dest("musepose_vae"))
+    _write_config(root / dest("musepose_image_encoder_config"), IMAGE_ENCODER_CONFIG)
+    torch.save(encoder.state_dict(), root / dest("musepose_image_encoder"))

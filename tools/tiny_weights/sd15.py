@@ -19,14 +19,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from tools.tiny_weights import dest
 from tools.tiny_weights.lora import write_lcm_lora
 
-BASE = "sd15/stable-diffusion-v1-5"
-CANNY = "sd15/control_v11p_sd15_canny"
-TILE = "sd15/control_v11f1e_sd15_tile"
-LCM_LORA = "sd15/lcm-lora-sdv1-5"
-IP_ADAPTER_ROOT = "ip_adapter"
-IMAGE_ENCODER = "ip_adapter/models/image_encoder"
+BASE = dest("sd15_base")
+CANNY = dest("control_v11p_sd15_canny")
+TILE = dest("control_v11f1e_sd15_tile")
+LCM_LORA = dest("lcm-lora-sdv1-5")
+IP_ADAPTER_ROOT = dest("ip_adapter")
+IMAGE_ENCODER = f"{IP_ADAPTER_ROOT}/models/image_encoder"
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -397,11 +398,11 @@ def write(root: Path, seed: int) -> None:
     unet = UNet2DConditionModel(**UNET_CONFIG)
     seeded(seed, 3)
     vae = AutoencoderKL(**VAE_CONFIG)
-    for salt, dest in ((4, CANNY), (5, TILE)):
+    for salt, folder in ((4, CANNY), (5, TILE)):
         seeded(seed, salt)
         controlnet = ControlNetModel(**controlnet_config(UNET_CONFIG, [8, 8, 16, 16]))
         randomize_zero_init(controlnet, seed, salt + 100)
-        save_fp16_variant(controlnet, root / dest)
+        save_fp16_variant(controlnet, root / folder)
 
     write_ip_adapter(
         root / IP_ADAPTER_ROOT / "models",

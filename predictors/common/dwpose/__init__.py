@@ -2,7 +2,8 @@
 skeleton rendering.
 
     from predictors.common.dwpose import Wholebody, render_pose
-    model = Wholebody(root / "dwpose/yolox_l.onnx", root / "dwpose/dw-ll_ucoco_384.onnx", rules="musepose")
+    files = weights.ensure(...)               # a target whose files include DETECTOR_WEIGHTS and POSE_WEIGHTS
+    model = Wholebody(files[DETECTOR_WEIGHTS], files[POSE_WEIGHTS], rules="musepose")
     result = model(rgb_uint8)                 # PoseResult: boxes, 133 keypoints per person, scores
     pose = result.pose(first_person_only=True)  # normalised OpenPose layout (Pose)
     canvas = render_pose(pose, height, width, style="musepose")
@@ -18,12 +19,13 @@ from predictors.common.dwpose.session import (
     resize_for_detection,
 )
 
-DETECTOR_FILE = "dwpose/yolox_l.onnx"
-POSE_FILE = "dwpose/dw-ll_ucoco_384.onnx"
+# The two networks' names in the weights manifest.
+DETECTOR_WEIGHTS = "dwpose_yolox_l"
+POSE_WEIGHTS = "dwpose_dw_ll_ucoco_384"
 
 __all__ = [
-    "DETECTOR_FILE",
-    "POSE_FILE",
+    "DETECTOR_WEIGHTS",
+    "POSE_WEIGHTS",
     "Pose",
     "PoseResult",
     "Wholebody",
