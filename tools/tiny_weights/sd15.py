@@ -409,7 +409,13 @@ def write(root: Path, seed: int) -> None:
         "ip-adapter_sd15",
         ip_adapter_tensors(unet, IMAGE_ENCODER_CONFIG["projection_dim"], seed, 6),
     )
-    write_lcm_lora(root / LCM_LORA, unet, seed * 1000 + 7)
+    write_models(root, base, unet, vae, LCM_LORA, seed, salt=7)
+
+
+def write_models(root: Path, base: Path, unet, vae, lcm_lora: str, seed: int, salt: int) -> None:
+    """What both families write once their adapters are written: the UNet's LCM-LoRA (at ``lcm_lora``),
+    the UNet, the VAE, and the image encoder and safety checker they share."""
+    write_lcm_lora(root / lcm_lora, unet, seed * 1000 + salt)
     save_fp16_variant(unet, base / "unet")
     save_fp16_variant(vae, base / "vae")
     write_image_encoder(root, seed)

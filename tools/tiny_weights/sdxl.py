@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from tools.tiny_weights import dest
-from tools.tiny_weights.lora import write_lcm_lora
 from tools.tiny_weights.sd15 import (
     IMAGE_ENCODER_CONFIG,
     IP_ADAPTER_ROOT,
@@ -30,10 +29,9 @@ from tools.tiny_weights.sd15 import (
     save_fp16_variant,
     save_single_file,
     seeded,
-    write_image_encoder,
     write_ip_adapter,
     write_json,
-    write_safety_checker,
+    write_models,
     write_text_encoder,
     write_tokenizer,
 )
@@ -144,11 +142,7 @@ def write(root: Path, seed: int) -> None:
         # The predictor reads the .safetensors file; the 700 MB .bin twin is not in the manifest.
         with_bin=False,
     )
-    write_lcm_lora(root / LCM_LORA, unet, seed * 1000 + 17)
-    save_fp16_variant(unet, base / "unet")
-    save_fp16_variant(vae, base / "vae")
-    write_image_encoder(root, seed)
-    write_safety_checker(root, seed)
+    write_models(root, base, unet, vae, LCM_LORA, seed, salt=17)
 
 
 # Single-file (original SGM layout) checkpoint of the tiny base model, for tests of custom checkpoints.
