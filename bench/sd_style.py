@@ -7,7 +7,7 @@ encoder, canny and tile ControlNets, IP-Adapter, ViT-H image encoder, safety che
 reference configs in ``../shared/reference/sd``. Then it measures, in one run:
 - setup() from that local root (first start, which hashes the files, and a warm start);
 - our predictor against diffusers' stock pipeline called directly, same weights, steps and size;
-- the style-embedding cache on a repeated style;
+- the style-embedding cache on a repeated style, and what fusing the turbo LoRA in and out costs;
 - at one size (256x256 by default: a 512x512 step takes minutes on a small CPU), whole jobs: the seed
   project's job (two ControlNet passes of 30 steps at CFG 8) done the seed's way (diffusers' pipelines
   called directly, the IP-Adapter reloaded and the style encoded on every call) and through our pipeline
@@ -18,6 +18,7 @@ Every comparison is CPU process time, the sides alternating within one run, medi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -35,6 +36,7 @@ from predictors.sd_style.pipeline import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
     TURBO_GUIDANCE,
+    TURBO_LORA_WEIGHT,
     TURBO_STEPS,
     canny_edges,
 )
@@ -254,6 +256,21 @@ def stock_rows(predictor, size: int, trials: int) -> list[tuple[str, str]]:
     ]
 
 
+def lora_switch_row(sp, root: Path) -> tuple[str, str]:
+    """What switching modes per request would cost instead of the second UNet: the LCM-LoRA, loaded, fused
+    into the UNet and unfused again (on a copy, so the predictor's UNets stay as they are)."""
+    pipe = type(sp.txt2img).from_pipe(sp.txt2img, unet=copy.deepcopy(sp.txt2img.unet))
+    pipe.load_lora_weights(
+        str(root / layout.LCM_LORA),
+        weight_name=TURBO_LORA_WEIGHT,
+        adapter_name="turbo",
+        local_files_only=True,
+    )
+    fuse = _cpu_seconds(lambda: pipe.fuse_lora(components=["unet"]))
+    unfuse = _cpu_seconds(lambda: pipe.unfuse_lora(components=["unet"]))
+    return "LCM-LoRA fuse + unfuse once (a per-request switch would pay it)", f"{fuse:.2f} s + {unfuse:.2f} s"
+
+
 def seed_job_rows(sp, root: Path, size: int, trials: int) -> list[tuple[str, str]]:
     """The seed's job (SEED_PASSES ControlNet passes of SEED_STEPS steps at CFG SEED_GUIDANCE, the second
     img2img over the first) the seed's way (diffusers' pipelines called directly, the IP-Adapter reloaded and
@@ -358,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(
         ("style embedding: new / repeated (cache)", f"{encode_new:.2f} s / {encode_cached * 1e3:.2f} ms")
     )
+    rows.append(lora_switch_row(sp, args.root))
     shown = _show(rows, shown)
     rows += seed_job_rows(sp, args.root, args.size, args.trials)
     width = max(len(name) for name, _ in rows)
