@@ -10,7 +10,7 @@ PREDICTOR ?= nst
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup test lint predict smoke mutation weights bench-nst bench-sd-style bench-pose bench-musepose \
+.PHONY: setup test lint predict smoke mutation weights bench-nst bench-sd-style bench-pose bench-musepose gpu-check \
         serve-nst serve-sd-style serve-sd-style-xl serve-musepose build-nst build-sd-style build-sd-style-xl build-musepose schema docs pictures clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
@@ -61,6 +61,10 @@ bench-pose: setup
 	$(PY) -m bench.pose
 bench-musepose: setup
 	$(PY) -m bench.musepose
+# On a GPU host: one table of what each predictor costs on this card (full-size random weights, <= 8 min).
+# GPU_CHECK_ARGS="--dry" runs the same code at tiny sizes on the CPU.
+gpu-check: setup
+	$(PY) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 serve-nst:
 	cog serve -p 5000

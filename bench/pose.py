@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from predictors.common.dwpose import Wholebody, create_session
+from predictors.common.dwpose import Wholebody
 from predictors.common.dwpose.estimator import PoseEstimator
+from predictors.common.onnx import create_session
 from predictors.common.video import VideoWriter, read_frames
 from tools.tiny_weights import dwpose as standins
 

@@ -21,6 +21,29 @@ import torch
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put each test's ``xdist_group`` name on its node id, where ``--dist loadgroup`` reads it.
+
+    xdist 3.8 writes ``item._nodeid``, which pytest 9.2 no longer reads: a node's id is now the structured
+    ``item._id`` (pytest-xdist#1386). Without this every grouped test is scheduled alone, so each module's
+    Cog server starts once per worker instead of once. This runs after xdist's own hook, on the workers
+    (``loadgroup`` is their option), and changes nothing where xdist's suffix already took.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        names = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix):
+            item._id = type(item._id).parse(item.nodeid + suffix)
+
+
 SHARED = Path(os.environ.get("TRIPTYCH_SHARED", REPO_ROOT.parent / "shared"))
 
 

@@ -1,5 +1,5 @@
 """A predictor as Python sees it at run time: imported, with its ``predict()`` signature read by cog's own
-inspector (the cog wheel's ``_inspector``), the way the schema was made before the CLI went static.
+inspector (through ``tools.cog_compat``), the way the schema was made before the CLI went static.
 
 Two users: ``tools.run_predictor`` (it runs the predictor, as the server's worker does), and the test that
 holds the static schema (``tools.cog_schema``) against what the code really declares, field by field, so
@@ -12,18 +12,17 @@ import hashlib
 import importlib.util
 import inspect
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
-from cog import _adt, _inspector
-from cog.input import FieldInfo
+from cog import FieldInfo
 
+from tools import cog_compat
+from tools.cog_compat import predict_method
 from tools.cog_schema import REPO_ROOT, split_ref
 from tools.cog_types import title_case
 
-_NULLABLE = (_adt.Repetition.OPTIONAL, _adt.Repetition.OPTIONAL_REPEATED)
-_MUST_HAVE_VALUE = (_adt.Repetition.REQUIRED, _adt.Repetition.REPEATED)
+__all__ = ["import_predictor", "input_defaults", "predict_method", "runtime_schemas"]
 
 
 def import_predictor(ref: str | Path) -> type:
@@ -44,14 +43,6 @@ def import_predictor(ref: str | Path) -> type:
     return getattr(module, class_name)
 
 
-def predict_method(predictor: type) -> Any:
-    """The method the server calls (run() or, for older predictors, predict())."""
-    with warnings.catch_warnings():
-        # BasePredictor/predict() are deprecated aliases in this SDK; they still serve, so stay quiet.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return _inspector._selected_predict_method(predictor, predictor.__name__)[1]
-
-
 def input_defaults(predictor: type) -> dict[str, Any]:
     """The value each omitted input takes in the worker: ``Input(default=...)`` unwrapped, as coglet does
     (crates/coglet-python/src/predictor.rs, ``unwrap_field_info_defaults``); plain defaults as they are."""
@@ -63,11 +54,9 @@ def input_defaults(predictor: type) -> dict[str, Any]:
     return defaults
 
 
-def _inspect(predictor: type) -> tuple[_adt.PredictorInfo, dict[str, FieldInfo]]:
+def _inspect(predictor: type) -> tuple[cog_compat.PredictorInfo, dict[str, FieldInfo]]:
     """The cog inspector's view of ``predict()`` and the raw ``Input(...)`` objects (for ``accept``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        info = _inspector.create_predictor(predictor.__module__, predictor.__name__)
+    info = cog_compat.predictor_info(predictor)
     raw = {
         name: param.default
         for name, param in inspect.signature(predict_method(predictor)).parameters.items()
@@ -80,7 +69,7 @@ def _number(value: float | int) -> float | int:
     return int(value) if float(value).is_integer() else float(value)
 
 
-def _json_value(field_type: _adt.FieldType, value: Any) -> Any:
+def _json_value(field_type: cog_compat.FieldType, value: Any) -> Any:
     encoded = field_type.json_encode(value)
     return str(encoded) if isinstance(encoded, Path) else encoded
 
@@ -100,21 +89,21 @@ def runtime_schemas(ref: str | Path) -> dict[str, Any]:
                 "title": name,
                 "description": "An enumeration.",
                 "enum": list(field.choices),
-                "type": field.type.primitive.json_type()["type"],
+                "type": cog_compat.json_type(field.type),
             }
             prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
         else:
             prop["title"] = title_case(name)
             prop.update(field.type.json_type())
         # A Secret defaulting to None means "no credential given", so the CLI makes it optional and nullable.
-        nullable = field.type.repetition in _NULLABLE or (
-            field.type.primitive is _adt.PrimitiveType.SECRET and field.default is None
+        nullable = cog_compat.is_optional(field.type) or (
+            cog_compat.is_secret(field.type) and field.default is None
         )
         # Input(default=None) and no default are one FieldInfo here; on a nullable input both end as null
         # in the worker (coglet injects it), so a null default is left out and compared as absent.
         if field.default is not None:
             prop["default"] = _json_value(field.type, field.default)
-        elif field.type.repetition in _MUST_HAVE_VALUE and not nullable:
+        elif not nullable:
             required.append(name)
         if nullable:
             prop["nullable"] = True

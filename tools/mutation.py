@@ -1,8 +1,8 @@
 """Mutation run: put realistic one-line bugs into a throwaway copy of the repository and see which tests fail.
 
 The mutations live in ``tests/mutations/mutations.toml``; each ``[[mutation]]`` table names its ``area``
-(nst, sd_style, musepose, pose, common), the ``file``, the ``original`` snippet (it must occur exactly once in
-that file), its ``replacement``, the ``tests`` (pytest paths or node ids) that must catch it and a
+(nst, sd_style, musepose, pose, common, tools), the ``file``, the ``original`` snippet (it must occur exactly
+once in that file), its ``replacement``, the ``tests`` (pytest paths or node ids) that must catch it and a
 ``description``. A mutation whose snippet no longer occurs is reported as stale: the code moved under it and
 the entry needs rewriting; it counts neither as killed nor as survived.
 
@@ -40,7 +40,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MUTATIONS_FILE = REPO_ROOT / "tests" / "mutations" / "mutations.toml"
-AREAS = ("nst", "sd_style", "musepose", "pose", "common")
+AREAS = ("nst", "sd_style", "musepose", "pose", "common", "tools")
 REQUIRED = ("id", "area", "file", "original", "replacement", "tests", "description")
 # pytest exit codes: 1 tests failed, 2 interrupted (a collection error: the mutant breaks an import).
 KILLING_CODES = (1, 2)

@@ -41,7 +41,7 @@ def nst_picture() -> Path:
     stylizer = FastStylizer(files["magenta_arbitrary_predict"], files["magenta_arbitrary_transform"])
     image = media.load_image(REPO_ROOT / "examples/content.jpg", what="image")
     style = media.load_image(REPO_ROOT / "examples/style.png", what="style image")
-    result = stylizer.stylize(image, [style])
+    result = stylizer.stylize(image, [style], [1.0])
     row = Image.new("RGB", (3 * TILE, TILE))
     for index, picture in enumerate((image, style, result)):
         row.paste(picture.resize((TILE, TILE), Image.Resampling.LANCZOS), (index * TILE, 0))

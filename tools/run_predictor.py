@@ -28,12 +28,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cog
 import jsonschema
-from cog import BaseModel, types
-from cog.predictor import extract_setup_weights, has_setup_weights
 
 from predictors.common.errors import MissingWeightsError, TriptychError
-from tools import cog_runtime, cog_schema
+from tools import cog_compat, cog_runtime, cog_schema
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -142,8 +141,8 @@ def _file_inputs(component: dict[str, Any], values: dict[str, Any]) -> dict[str,
     def as_path(value: Any) -> Any:
         if value is None:
             return None
-        path = types.Path.validate(value)
-        return path.convert() if isinstance(path, types.URLPath) else path
+        path = cog.Path.validate(value)
+        return path.convert() if isinstance(path, cog.URLPath) else path
 
     converted = {}
     for name, value in values.items():
@@ -159,7 +158,7 @@ def _results(output: Any) -> Iterator[Any]:
     """The values of an output: each item of a list or iterator, each set field of a ``cog.BaseModel``."""
     if isinstance(output, (Iterator, list, tuple)):
         yield from output
-    elif isinstance(output, BaseModel):
+    elif isinstance(output, cog.BaseModel):
         yield from (value for value in vars(output).values() if value is not None)
     else:
         yield output
@@ -182,10 +181,7 @@ def save_output(value: Any, out_dir: Path) -> str:
 def set_up(predictor_class: type) -> Any:
     """An instance of ``predictor_class`` after its ``setup()``."""
     predictor = predictor_class()
-    if has_setup_weights(predictor):
-        predictor.setup(weights=extract_setup_weights(predictor))
-    else:
-        predictor.setup()
+    cog_compat.set_up(predictor)
     return predictor
 
 

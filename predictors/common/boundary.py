@@ -32,8 +32,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from cog.input import FieldInfo
-from cog.types import Path, URLPath
+from cog import FieldInfo, Path, URLPath
 
 from predictors.common import input_files
 from predictors.common.errors import InputError, excerpt

@@ -3,7 +3,7 @@
 Environment overrides (all optional):
 - TRIPTYCH_DEVICE: "cpu", "cuda" or "cuda:N" (default: CUDA when a GPU is visible, else CPU).
 - TRIPTYCH_DTYPE: "fp32", "fp16" or "bf16" (default: fp16 on CUDA, fp32 on CPU).
-- TRIPTYCH_TORCH_THREADS: CPU threads for torch (default: torch's own choice), applied by select_device.
+- TRIPTYCH_TORCH_THREADS: CPU threads for torch (default: torch's own choice), applied by configure_threads.
 - TRIPTYCH_PROGRESS_INTERVAL: seconds between progress lines (default: 0.1 in a terminal, 2 elsewhere).
 """
 
@@ -92,11 +92,7 @@ def get_logger(name: str) -> logging.Logger:
 
 
 def select_device(override: str | None = None) -> torch.device:
-    """`override`, else TRIPTYCH_DEVICE, else CUDA when available, else CPU.
-
-    It also applies TRIPTYCH_TORCH_THREADS: every predictor's setup() calls it once, before loading.
-    """
-    configure_threads()
+    """`override`, else TRIPTYCH_DEVICE, else CUDA when available, else CPU."""
     requested = (override or os.environ.get(DEVICE_ENV, "")).strip().lower()
     if not requested or requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -150,7 +146,9 @@ def resolve_seed(seed: int | None, logger: logging.Logger) -> int:
 
 
 def configure_threads(n: int | None = None) -> int:
-    """Set torch's CPU thread count from `n` or TRIPTYCH_TORCH_THREADS; returns the count in effect."""
+    """Set torch's CPU thread count from `n` or TRIPTYCH_TORCH_THREADS; returns the count in effect.
+
+    Every predictor's setup() calls it first, before anything is loaded or a session is built."""
     if n is None:
         raw = os.environ.get(THREADS_ENV, "").strip()
         if raw:

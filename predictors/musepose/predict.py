@@ -55,6 +55,7 @@ class Output(BaseModel):
 class Predictor(BasePredictor):
     def setup(self) -> None:
         files = ensure_weights()
+        runtime.configure_threads()
         self.device = runtime.select_device()
         dtype = runtime.select_dtype(self.device)
         # Several GPUs: worker processes share the denoising (predictors/musepose/distributed.py).

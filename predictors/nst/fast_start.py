@@ -12,34 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
-from predictors.common.errors import WeightsError
 from predictors.common.media import resize
-from predictors.nst.colour import match_histogram, recombine_luminance
-from predictors.nst.stylize import to_image, to_tensor
+from predictors.common.onnx import create_session
+from predictors.nst.color import match_histogram, recombine_luminance
+from predictors.nst.optimize import to_image, to_tensor
 
 STYLE_SIDE = 256
 CONTENT_SIDE = 384
-
-
-def _providers() -> list[str]:
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def _session(path: Path, threads: int | None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), options, providers=_providers())
-    except Exception as error:
-        raise WeightsError(f"The fast-start network {path} could not be loaded ({error}).") from None
 
 
 def _as_array(image: Image.Image) -> np.ndarray:
@@ -50,8 +31,8 @@ class FastStylizer:
     """The two Magenta networks; ``stylize`` blends several styles by their style vectors."""
 
     def __init__(self, predict_path: str | Path, transform_path: str | Path, threads: int | None = None):
-        self.predict = _session(Path(predict_path), threads)
-        self.transform = _session(Path(transform_path), threads)
+        self.predict = create_session(predict_path, threads=threads)
+        self.transform = create_session(transform_path, threads=threads)
         self._style_input = self.predict.get_inputs()[0].name
         content_input, vector_input = (node.name for node in self.transform.get_inputs())
         self._content_input, self._vector_input = content_input, vector_input
@@ -67,20 +48,19 @@ class FastStylizer:
         self,
         content: Image.Image,
         styles: Sequence[Image.Image],
-        blend: Sequence[float] | None = None,
+        style_weights: Sequence[float],
         size: tuple[int, int] | None = None,
-        colour: str = "none",
+        color_preservation: str = "none",
     ) -> Image.Image:
-        """Stylise ``content`` at 384 px (long side), then resize to ``size`` (default: the content size).
+        """Stylize ``content`` at 384 px (long side), then resize to ``size`` (default: the content size).
 
-        ``colour`` as in stylize: "histogram" gives the styles the content's colours first, "luminance" keeps
-        the result's luminance with the content's chrominance.
+        ``style_weights`` (checked by the job's check()) blend the style vectors. ``color_preservation`` as in
+        the optimization: "histogram" gives the styles the content's colors first, "luminance" keeps the
+        result's luminance with the content's chrominance.
         """
-        if colour == "histogram":
+        if color_preservation == "histogram":
             styles = [to_image(match_histogram(to_tensor(style), to_tensor(content))) for style in styles]
-        blend = np.asarray(blend if blend is not None else [1.0] * len(styles), dtype=np.float32)
-        if len(blend) != len(styles) or (blend < 0).any() or blend.sum() <= 0:
-            raise ValueError("blend weights must be one non-negative weight per style, not all zero")
+        blend = np.asarray(style_weights, dtype=np.float32)
         blend = blend / blend.sum()
         vector = sum(w * self.style_vector(style) for w, style in zip(blend, styles, strict=True))
         scale = CONTENT_SIDE / max(content.size)
@@ -97,7 +77,7 @@ class FastStylizer:
         image = resize(
             Image.fromarray((np.clip(output, 0, 1) * 255 + 0.5).astype(np.uint8)), size or content.size
         )
-        if colour == "luminance":
+        if color_preservation == "luminance":
             original = to_tensor(resize(content, image.size))
             image = to_image(recombine_luminance(to_tensor(image), original))
         return image

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import torch
 from cog import BasePredictor, Input, Path
-from PIL import Image
 
 from predictors.common import boundary, media, runtime, weights
 from predictors.common.inputs import load_named_images, parse_blend_weights
 from predictors.nst.fast_start import FastStylizer
-from predictors.nst.stylize import (
-    CONTENT_LAYER,
-    STYLE_LAYERS,
-    STYLE_WEIGHT,
-    Preview,
-    Settings,
-    iterate,
-    to_image,
-    to_tensor,
-)
-from predictors.nst.vgg import VGGFeatures, read_checkpoint
+from predictors.nst.optimize import Final
+from predictors.nst.transfer import Job, StyleTransfer, output_size
+from predictors.nst.vgg import read_checkpoint
 
 MAGENTA = ("magenta_arbitrary_predict", "magenta_arbitrary_transform")
-QUALITY_ITERATIONS = {"draft": 100, "standard": 300, "high": 600}
-# Sides are multiples of 16 so that relu5_1 (after four 2x2 poolings) has at least one pixel.
-SIDE_MULTIPLE = 16
 
 logger = runtime.get_logger("nst")
 
@@ -35,25 +22,14 @@ logger = runtime.get_logger("nst")
 class Predictor(BasePredictor):
     def setup(self) -> None:
         files = weights.ensure("nst")
+        runtime.configure_threads()
         self.device = runtime.select_device()
-        # Style transfer uses only the convolutions; the classifier (about 0.5 GB) is not kept.
-        state = read_checkpoint(files["vgg19"])
-        self.vgg_state = {key: value for key, value in state.items() if key.startswith("features.")}
-        self.features: dict[tuple[str, str], VGGFeatures] = {}
-        self.vgg("max", "zeros")
-        self.fast = FastStylizer(*(files[name] for name in MAGENTA), threads=torch.get_num_threads())
+        fast = FastStylizer(*(files[name] for name in MAGENTA), threads=torch.get_num_threads())
+        self.transfer = StyleTransfer(read_checkpoint(files["vgg19"]), fast, self.device)
         self.outputs = media.Outputs()
 
     def healthcheck(self) -> bool:
         return runtime.device_works(self.device)
-
-    def vgg(self, pooling: str, padding: str) -> VGGFeatures:
-        key = (pooling, padding)
-        if key not in self.features:
-            layers = (*STYLE_LAYERS, CONTENT_LAYER)
-            model = VGGFeatures(self.vgg_state, layers, pooling=pooling, padding=padding)
-            self.features[key] = model.to(self.device)
-        return self.features[key]
 
     @boundary.prediction
     def predict(
@@ -129,6 +105,11 @@ class Predictor(BasePredictor):
             default="zeros",
             choices=["zeros", "reflect", "replicate"],
         ),
+        precision: str = Input(
+            description="VGG pass precision: auto (bf16 on GPUs and on CPUs with native bf16, else fp32; TRIPTYCH_NST_PRECISION overrides auto), fp32, or bf16 (Gram matrices and losses stay fp32).",  # noqa: E501
+            default="auto",
+            choices=["auto", "fp32", "bf16"],
+        ),
         seed: int | None = Input(
             description="Random seed (noise init). Empty: a random one, logged.", default=None
         ),
@@ -143,75 +124,37 @@ class Predictor(BasePredictor):
         ),
         output_quality: int = Input(description="Quality for jpg and webp.", default=95, ge=1, le=100),
     ) -> Iterator[Path]:
+        """Map the inputs onto the core's Job and save what it yields. Long only by its signature, the API's
+        declaration (Cog reads it statically); the body is the mapping."""
         self.outputs.start()
-        content_image = media.load_image(image, what="image")
-        style_images = load_named_images(
+        content = media.load_image(image, what="image")
+        styles = load_named_images(
             style_image=style_image, style_image_2=style_image_2, style_image_3=style_image_3
         )
-        blend = parse_blend_weights(style_weights, len(style_images))
-        seed = runtime.resolve_seed(seed, logger)
-        count = QUALITY_ITERATIONS[quality] if iterations is None else iterations
-        width, height = media.fit_size(*content_image.size, max_side=max_side, multiple=SIDE_MULTIPLE)
-        content_image = media.resize(content_image, (width, height))
-        # The largest size a style is used at (style_scale x the output); bigger only costs memory.
-        style_side = max(SIDE_MULTIPLE, round(max(width, height) * style_scale))
-        style_images = [
-            media.resize(image, media.fit_size(*image.size, max_side=style_side, multiple=1))
-            for image in style_images
-        ]
-
-        def save(image: Image.Image, stem: str) -> Path:
-            return Path(self.outputs.save_image(image, stem, output_format, output_quality))
-
-        init_image = None
-        if init == "fast":
-            started = time.perf_counter()
-            fast = self.fast.stylize(
-                content_image, style_images, blend, size=(width, height), colour=color_preservation
-            )
-            logger.info("Fast start (feed-forward) in %.2f s", time.perf_counter() - started)
-            if count == 0:
-                yield save(fast, "output")
-                return
-            if preview_every:
-                yield save(fast, "preview-fast")
-            init_image = to_tensor(fast)
-
-        settings = Settings(
+        job = Job(
+            style_weights=tuple(parse_blend_weights(style_weights, len(styles))),
+            style_strength=style_strength,
             content_weight=content_weight,
-            style_weight=STYLE_WEIGHT * style_strength,
             tv_weight=tv_weight,
-            iterations=count,
+            quality=quality,
+            iterations=iterations,
             optimizer=optimizer,
-            init="image" if init == "fast" else init,
-            colour=color_preservation,
+            init=init,
+            color_preservation=color_preservation,
             style_scale=style_scale,
-            seed=seed,
+            pooling=pooling,
+            padding=padding,
+            precision=precision,
+            seed=runtime.resolve_seed(seed, logger),
             preview_every=preview_every,
         )
-        logger.info(
-            "Stylising %dx%d with %d style(s), %d iteration(s) at the coarsest scale, %s",
-            width,
-            height,
-            len(style_images),
-            count,
-            optimizer,
-        )
-        with runtime.oom_guard("Lower max_side, or use fewer style images."):
-            events = iterate(
-                self.vgg(pooling, padding),
-                to_tensor(content_image),
-                [to_tensor(image) for image in style_images],
-                settings,
-                blend=blend,
-                init_image=init_image,
-            )
-            for event in events:
-                if isinstance(event, Preview):
-                    yield save(to_image(event.image), f"preview-{event.step.iteration:05d}")
-                else:
-                    logger.info("Done after %d objective evaluations", event.evaluations)
-                    yield save(to_image(event.image), "output")
+        content = media.resize(content, output_size(content.size, max_side))
+        for event in self.transfer.run(job, content, styles):
+            if isinstance(event, Final):
+                stem = "output"
+            else:
+                stem = "preview-fast" if event.step is None else f"preview-{event.step.iteration:05d}"
+            yield Path(self.outputs.save_image(event.image, stem, output_format, output_quality))
 
 
 class FastResult(Predictor):
@@ -227,7 +170,8 @@ class FastResult(Predictor):
     def setup(self) -> None:
         files = weights.ensure(list(MAGENTA))
         threads = runtime.configure_threads()
-        self.fast = FastStylizer(*(files[name] for name in MAGENTA), threads=threads)
+        fast = FastStylizer(*(files[name] for name in MAGENTA), threads=threads)
+        self.transfer = StyleTransfer(None, fast, torch.device("cpu"))
         self.outputs = media.Outputs()
 
     def predict(self, **inputs) -> Iterator[Path]:

@@ -155,15 +155,6 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    @property
-    def widths(self) -> dict[str, int]:
-        """Output channels of each built conv layer."""
-        return {
-            name: module.out_channels
-            for name, module in zip(self.names, self.body, strict=True)
-            if isinstance(module, nn.Conv2d)
-        }
-
     def _run(self, x: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features = {}
         for name, module in zip(self.names[start:stop], self.body[start:stop], strict=True):

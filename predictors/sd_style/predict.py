@@ -58,6 +58,7 @@ class Predictor(BasePredictor):
         self.family = family_spec(os.environ.get(FAMILY_ENV, "sd15").strip().lower())
         # A custom checkpoint (COG_WEIGHTS) replaces the base weights: gigabytes not downloaded, never read.
         files = weights.ensure(self.family.tag, custom_role="base")
+        runtime.configure_threads()
         self.device = runtime.select_device()
         self.pipeline = StylePipeline.load(
             self.family, files, device=self.device, dtype=runtime.select_dtype(self.device)

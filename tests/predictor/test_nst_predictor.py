@@ -10,34 +10,15 @@ import torch
 from PIL import Image
 
 from predictors.common.errors import InputError, ResourceError
-from predictors.nst.stylize import Settings
+from predictors.nst.transfer import Job
+from tests.call_predict import call_predict
 from tests.conftest import REPO_ROOT
 
 CONTENT = REPO_ROOT / "examples" / "content.jpg"
 STYLE = REPO_ROOT / "examples" / "style.png"
 
-# Every input with a plain value (calling predict() directly bypasses Cog's defaults).
-DEFAULTS = {
-    "style_image_2": None,
-    "style_image_3": None,
-    "style_weights": "",
-    "max_side": 48,
-    "style_strength": 1.0,
-    "content_weight": 1.0,
-    "tv_weight": 1.0,
-    "quality": "standard",
-    "iterations": 4,
-    "optimizer": "lbfgs",
-    "init": "content",
-    "color_preservation": "none",
-    "style_scale": 1.0,
-    "pooling": "max",
-    "padding": "zeros",
-    "seed": 0,
-    "preview_every": 0,
-    "output_format": "png",
-    "output_quality": 95,
-}
+# The tests' own defaults: a small, short run without previews (the rest are the Input defaults).
+SMALL = {"max_side": 48, "iterations": 4, "seed": 0, "preview_every": 0}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +28,7 @@ def predictor(tiny_predictor):
 
 
 def run(predictor, **inputs):
-    return list(predictor.predict(image=CONTENT, style_image=STYLE, **{**DEFAULTS, **inputs}))
+    return list(call_predict(predictor, image=CONTENT, style_image=STYLE, **{**SMALL, **inputs}))
 
 
 def digest(path):
@@ -60,8 +41,8 @@ def final_digest(predictor, **inputs):
 
 
 def test_setup_resolves_every_file_through_the_tiny_manifest(predictor):
-    assert predictor.vgg("max", "zeros").widths["conv1_1"] == 4
-    assert predictor.fast.transform.get_inputs()[0].shape == [1, 384, 384, 3]
+    assert predictor.transfer.features("max", "zeros").body[0].out_channels == 4  # conv1_1
+    assert predictor.transfer.fast.transform.get_inputs()[0].shape == [1, 384, 384, 3]
 
 
 def test_default_path_returns_one_png_at_the_requested_size(predictor):
@@ -144,18 +125,18 @@ class Stop(Exception):
 
 @pytest.fixture
 def seen_calls(monkeypatch):
-    """The arguments of every call of predict.py's ``iterate``; the call raises Stop instead of running."""
+    """The arguments of every call of the core's ``iterate``; the call raises Stop instead of running."""
     calls = []
 
-    def record(vgg, content, styles, settings, **options):
-        calls.append({"vgg": vgg, "settings": settings, "styles": styles, **options})
+    def record(vgg, content, styles, job, **options):
+        calls.append({"vgg": vgg, "job": job, "content": content, "styles": styles, **options})
         raise Stop
 
-    monkeypatch.setattr("predictors.nst.predict.iterate", record)
+    monkeypatch.setattr("predictors.nst.transfer.iterate", record)
     return calls
 
 
-def test_inputs_reach_the_optimisation_by_value(predictor, seen_calls):
+def test_inputs_reach_the_optimization_by_value(predictor, seen_calls):
     with pytest.raises(Stop):
         run(
             predictor,
@@ -171,23 +152,30 @@ def test_inputs_reach_the_optimisation_by_value(predictor, seen_calls):
             style_scale=0.5,
             pooling="avg",
             padding="reflect",
+            precision="fp32",
             seed=5,
             preview_every=3,
         )
     (call,) = seen_calls
-    assert call["settings"] == Settings(
+    assert call["job"] == Job(
+        style_weights=(1.0, 3.0),
+        style_strength=0.5,
         content_weight=3.0,
-        style_weight=5.0,  # 10 x style_strength
         tv_weight=7.0,
+        quality="standard",
         iterations=9,
         optimizer="adam",
         init="noise",
-        colour="histogram",
+        color_preservation="histogram",
         style_scale=0.5,
+        pooling="avg",
+        padding="reflect",
+        precision="fp32",
         seed=5,
         preview_every=3,
     )
-    assert call["blend"] == [1.0, 3.0] and len(call["styles"]) == 2
+    assert len(call["styles"]) == 2 and call["dtype"] == torch.float32
+    assert call["content"].shape == (1, 3, 48, 48)
     vgg = call["vgg"]
     assert vgg.pooling == "avg"
     assert {conv.padding_mode for conv in vgg.body if isinstance(conv, torch.nn.Conv2d)} == {"reflect"}
@@ -197,8 +185,7 @@ def test_inputs_reach_the_optimisation_by_value(predictor, seen_calls):
 def test_quality_presets_set_the_coarse_iterations(predictor, seen_calls, quality, iterations):
     with pytest.raises(Stop):
         run(predictor, quality=quality, iterations=None)
-    assert seen_calls[0]["settings"].iterations == iterations
-    assert seen_calls[0]["settings"].style_weight == 10.0
+    assert seen_calls[0]["job"].coarse_iterations == iterations
 
 
 def test_out_of_memory_in_the_optimisation_is_one_sentence_and_the_next_run_works(predictor, monkeypatch):
@@ -214,7 +201,7 @@ def test_out_of_memory_in_the_optimisation_is_one_sentence_and_the_next_run_work
         held.append(weakref.ref(activations))
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    hook = predictor.vgg("max", "zeros").body[0].register_forward_pre_hook(allocate)
+    hook = predictor.transfer.features("max", "zeros").body[0].register_forward_pre_hook(allocate)
     try:
         with pytest.raises(ResourceError) as caught:
             run(predictor)
@@ -229,7 +216,7 @@ def test_out_of_memory_in_the_optimisation_is_one_sentence_and_the_next_run_work
 def test_landscape_keeps_its_aspect(predictor, tmp_path):
     wide = tmp_path / "wide.png"
     Image.open(CONTENT).resize((200, 100)).save(wide)
-    (output,) = list(predictor.predict(image=wide, style_image=STYLE, **DEFAULTS))
+    (output,) = list(call_predict(predictor, image=wide, style_image=STYLE, **SMALL))
     assert Image.open(output).size == (48, 32)
 
 
@@ -249,7 +236,7 @@ def test_fast_preview_only_skips_vgg(predictor, monkeypatch):
     def no_vgg(*args, **kwargs):
         raise AssertionError("VGG19 must not run for a 0-iteration fast preview")
 
-    monkeypatch.setattr(predictor, "vgg", no_vgg)
+    monkeypatch.setattr(predictor.transfer, "features", no_vgg)
     (output,) = run(
         predictor, init="fast", iterations=0, max_side=96, preview_every=5, color_preservation="luminance"
     )
@@ -266,7 +253,7 @@ def test_corrupt_content_is_a_clear_input_error(predictor, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"this is not an image")
     with pytest.raises(InputError, match=r"^The image is not a picture file"):
-        list(predictor.predict(image=broken, style_image=STYLE, **DEFAULTS))
+        list(call_predict(predictor, image=broken, style_image=STYLE, **SMALL))
 
 
 def test_a_broken_third_style_image_is_named_even_without_a_second(predictor, tmp_path):

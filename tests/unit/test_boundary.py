@@ -7,11 +7,11 @@ import inspect
 from collections.abc import Iterator
 
 import pytest
-from cog import BasePredictor, Input, Path, _inspector
-from cog.types import URLPath
+from cog import BasePredictor, Input, Path, URLPath
 
 from predictors.common import boundary, input_files
 from predictors.common.errors import InputError
+from tools.cog_compat import unwrapped
 
 PNG_URI = "data:image/png;base64," + base64.b64encode(b"\x89PNG not really").decode()
 
@@ -82,5 +82,5 @@ def test_an_iterator_keeps_its_file_until_the_iteration_ends():
 def test_the_signature_stays_visible_to_cog():
     original = inspect.unwrap(Recorder.predict)
     assert inspect.signature(Recorder.predict) == inspect.signature(original)
-    assert _inspector._unwrap(Recorder.predict) is original
+    assert unwrapped(Recorder.predict) is original
     assert inspect.isgeneratorfunction(Frames.predict)

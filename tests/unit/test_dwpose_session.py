@@ -1,63 +1,8 @@
-"""Execution providers: CUDA only with onnxruntime-gpu and a GPU, and a silent fallback is reported."""
+"""The DWPose package's tiny weights and the detector-input resize (sessions: tests/unit/test_onnx.py)."""
 
 from __future__ import annotations
 
-import logging
-
-import onnxruntime as ort
-
-from predictors.common.dwpose import session as session_module
 from tools.tiny_weights import dwpose as part
-
-
-def test_cpu_without_the_cuda_provider(monkeypatch):
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    monkeypatch.setattr(session_module, "_gpu_present", lambda: True)
-    assert session_module.choose_providers() == ["CPUExecutionProvider"]
-
-
-def test_cpu_without_a_gpu(monkeypatch):
-    monkeypatch.setattr(
-        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
-    monkeypatch.setattr(session_module, "_gpu_present", lambda: False)
-    assert session_module.choose_providers() == ["CPUExecutionProvider"]
-
-
-def test_cuda_first_with_both(monkeypatch):
-    monkeypatch.setattr(
-        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
-    monkeypatch.setattr(session_module, "_gpu_present", lambda: True)
-    assert session_module.choose_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-
-def test_the_provider_in_use_is_read_back_and_logged(tmp_path, caplog):
-    path = tmp_path / "det.onnx"
-    part.write_detector(path)
-    with caplog.at_level(logging.INFO, logger=session_module.__name__):
-        cpu = session_module.create_session(path, ["CPUExecutionProvider"])
-    assert cpu.get_providers() == ["CPUExecutionProvider"]
-    assert "det.onnx runs on CPUExecutionProvider" in caplog.text
-
-
-class _FallbackSession:
-    """What ONNX Runtime does when the CUDA provider fails to load: it quietly runs on CPU."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def get_providers(self):
-        return ["CPUExecutionProvider"]
-
-
-def test_a_silent_cuda_fallback_is_reported(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(ort, "InferenceSession", _FallbackSession)
-    with caplog.at_level(logging.WARNING, logger=session_module.__name__):
-        session_module.create_session(
-            tmp_path / "pose.onnx", ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        )
-    assert "CUDAExecutionProvider did not load, running on CPUExecutionProvider" in caplog.text
 
 
 def test_tiny_weights_part_builds_against_the_real_manifest(tmp_path):

@@ -13,15 +13,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from predictors.nst.stylize import (
-    CONTENT_LAYER,
-    STYLE_LAYERS,
-    Objective,
-    Optimisation,
-    Settings,
-    style_targets,
-)
+from predictors.nst.objective import CONTENT_LAYER, STYLE_LAYERS, STYLE_WEIGHT, Objective, style_targets
+from predictors.nst.optimize import Optimization
+from predictors.nst.predict import Predictor
 from predictors.nst.vgg import VGGFeatures
+from tests.nst_jobs import make_job
+from tools.cog_runtime import input_defaults
 from tools.tiny_weights.vgg19 import tiny_vgg19_state_dict
 
 # torchvision's vgg19().features: the 16 convolutions and the 5 max poolings; every other index is a ReLU.
@@ -120,7 +117,7 @@ def test_torchvision_indices_are_the_layers_the_code_names(vgg, state):
         torch.testing.assert_close(features[name].double(), plain[index], rtol=1e-4, atol=1e-6)
 
 
-def test_style_targets_are_the_normalised_grams_of_the_five_style_layers(vgg, state):
+def test_style_targets_are_the_normalized_grams_of_the_five_style_layers(vgg, state):
     _, style, _ = _images()
     targets = style_targets(vgg, [style], [1.0], (48, 32), 1.0)
     plain = plain_features(state, style)
@@ -140,15 +137,17 @@ def test_style_targets_are_the_normalised_grams_of_the_five_style_layers(vgg, st
 )
 def test_objective_terms_total_and_gradient_equal_the_papers(vgg, state, weights):
     content_weight, style_weight, tv_weight, layer_weights = weights
-    settings = Settings(
+    content, style, candidate = _images()
+    grams = style_targets(vgg, [style], [1.0], (48, 32), 1.0)
+    objective = Objective(
+        vgg,
+        content,
+        grams,
         content_weight=content_weight,
         style_weight=style_weight,
         tv_weight=tv_weight,
-        style_layer_weights=layer_weights,
+        layer_weights=layer_weights,
     )
-    content, style, candidate = _images()
-    grams = style_targets(vgg, [style], [1.0], (48, 32), 1.0)
-    objective = Objective(vgg, content, grams, settings)
 
     image = candidate.clone().requires_grad_(True)
     total, terms = objective(image)
@@ -168,9 +167,11 @@ def test_objective_terms_total_and_gradient_equal_the_papers(vgg, state, weights
 
 
 def test_default_weights_are_the_documented_ones():
-    settings = Settings()
-    assert (settings.content_weight, settings.style_weight, settings.tv_weight) == (1.0, 10.0, 1.0)
-    assert settings.style_layer_weights == (1.0,) * 5
+    inputs = input_defaults(Predictor)
+    assert (inputs["content_weight"], inputs["style_strength"], inputs["tv_weight"]) == (1.0, 1.0, 1.0)
+    # style_strength multiplies the style weight: 10 at the default strength.
+    assert STYLE_WEIGHT == 10.0
+    assert make_job().style_layer_weights == (1.0,) * 5
 
 
 def test_one_lbfgs_iteration_is_a_step_along_minus_the_gradient(vgg, state):
@@ -178,11 +179,12 @@ def test_one_lbfgs_iteration_is_a_step_along_minus_the_gradient(vgg, state):
     content, style, candidate = _images(16, 16)
     weights = (1.0, 10.0, 1.0, (1.0,) * 5)
     grams = style_targets(vgg, [style], [1.0], (16, 16), 1.0)
-    optimisation = Optimisation(Objective(vgg, content, grams, Settings()), candidate, Settings())
-    optimisation.step()
+    objective = Objective(vgg, content, grams, content_weight=1.0, style_weight=10.0, tv_weight=1.0)
+    optimization = Optimization(objective, candidate, "lbfgs")
+    optimization.step()
     reference = candidate.double().clone().requires_grad_(True)
     plain_objective(state, reference, content, style, weights)[0].backward()
     gradient = reference.grad
     expected = candidate.double() - min(1.0, 1.0 / float(gradient.abs().sum())) * gradient
-    moved = optimisation.image.detach().double()
+    moved = optimization.image.detach().double()
     assert float((moved - expected).norm() / (expected - candidate).norm()) < 1e-3

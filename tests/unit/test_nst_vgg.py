@@ -55,7 +55,7 @@ def test_torchvision_layout_file_loads_with_widths_from_the_file(checkpoint):
     assert features["relu1_1"].shape == (1, TINY_BLOCK_WIDTHS[0], 64, 48)
     assert features["relu3_1"].shape == (1, TINY_BLOCK_WIDTHS[2], 16, 12)
     assert features["relu5_1"].shape == (1, TINY_BLOCK_WIDTHS[4], 4, 3)
-    assert vgg.widths["conv1_1"] == TINY_BLOCK_WIDTHS[0]
+    assert vgg.body[0].out_channels == TINY_BLOCK_WIDTHS[0]  # conv1_1
 
 
 def test_only_builds_up_to_the_deepest_requested_layer(checkpoint):
@@ -100,7 +100,7 @@ def test_not_a_checkpoint_is_a_weights_error(tmp_path):
         load(path, ["relu1_1"])
 
 
-def test_imagenet_normalisation_is_inside_the_module(checkpoint, state):
+def test_imagenet_normalization_is_inside_the_module(checkpoint, state):
     vgg = load(checkpoint, ["conv1_1"])
     mean_image = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(1, 3, 8, 8)
     # The mean colour normalises to zero, so the first convolution returns its bias alone.

@@ -20,6 +20,7 @@ import pytest
 
 from predictors.musepose.animate import Request
 from predictors.musepose.pipeline import MAX_WINDOW
+from predictors.nst import transfer
 from predictors.sd_style.ip_adapter_layers import STYLE_MODES
 from predictors.sd_style.pipeline import SCHEDULERS, Job
 from tests.conftest import REPO_ROOT
@@ -112,12 +113,22 @@ def test_every_description_is_one_plain_string_literal(name):
 
 def test_nst_quality_choices_are_the_iteration_presets():
     quality = declared("nst")["quality"]
-    presets = ast.literal_eval(module_scope("nst")["QUALITY_ITERATIONS"])
+    presets = transfer.QUALITY_ITERATIONS
     assert quality["choices"] == list(presets) == ["draft", "standard", "high"]
     assert quality["default"] == "standard"
     # The description spells out the presets' counts.
     for preset, count in presets.items():
         assert f"{preset} {count}" in quality["description"]
+
+
+def test_nst_choices_are_the_cores():
+    inputs = declared("nst")
+    assert inputs["optimizer"]["choices"] == list(transfer.OPTIMIZERS)
+    assert inputs["init"]["choices"] == list(transfer.INITS)
+    assert inputs["color_preservation"]["choices"] == list(transfer.COLOR_PRESERVATIONS)
+    assert inputs["pooling"]["choices"] == list(transfer.POOLINGS)
+    assert inputs["padding"]["choices"] == list(transfer.PADDINGS)
+    assert inputs["precision"]["choices"] == list(transfer.PRECISIONS)
 
 
 def test_sd_style_choices_are_the_cores():

@@ -173,12 +173,13 @@ def test_configure_threads_from_argument_and_env(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_select_device_applies_the_thread_setting(monkeypatch, no_gpu):
+def test_select_device_leaves_the_threads_alone(monkeypatch, no_gpu):
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(1)
         monkeypatch.setenv(runtime.THREADS_ENV, "2")
         assert select_device() == torch.device("cpu")
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 

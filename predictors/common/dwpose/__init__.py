@@ -14,8 +14,6 @@ from predictors.common.dwpose.render import render_pose
 from predictors.common.dwpose.session import (
     PoseResult,
     Wholebody,
-    choose_providers,
-    create_session,
     resize_for_detection,
 )
 
@@ -29,8 +27,6 @@ __all__ = [
     "Pose",
     "PoseResult",
     "Wholebody",
-    "choose_providers",
-    "create_session",
     "render_pose",
     "resize_for_detection",
     "to_openpose",

@@ -1,54 +1,17 @@
-"""ONNX Runtime sessions on the best available provider, and the whole-body pipeline built on them."""
+"""The whole-body pipeline on ONNX Runtime sessions (``predictors.common.onnx``): detector, then poses."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from predictors.common.dwpose.detector import Detections, detect
 from predictors.common.dwpose.estimator import PoseEstimator
 from predictors.common.dwpose.keypoints import Pose, to_openpose
-
-logger = logging.getLogger(__name__)
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-
-
-def _gpu_present() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-def choose_providers() -> list[str]:
-    """CUDA first when onnxruntime-gpu offers it and a GPU is present, else CPU only."""
-    if CUDA in ort.get_available_providers() and _gpu_present():
-        return [CUDA, CPU]
-    return [CPU]
-
-
-def create_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None):
-    """An ``InferenceSession`` for ``path``. A CUDA provider that fails to load makes ONNX Runtime fall back
-    to CPU without an error, so the providers actually in use are read back and logged."""
-    wanted = providers or choose_providers()
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
-    active = session.get_providers()
-    if wanted[0] not in active:
-        logger.warning("%s: %s did not load, running on %s", Path(path).name, wanted[0], active[0])
-    else:
-        logger.info("%s runs on %s", Path(path).name, active[0])
-    return session
+from predictors.common.onnx import create_session
 
 
 def resize_for_detection(image: np.ndarray, resolution: int = 512) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from predictors.nst.colour import (
+from predictors.nst.color import (
     luminance,
     match_histogram,
     match_luminance,
@@ -13,8 +13,9 @@ from predictors.nst.colour import (
     rgb_to_yiq,
     yiq_to_rgb,
 )
-from predictors.nst.stylize import CONTENT_LAYER, STYLE_LAYERS, Settings, stylize
+from predictors.nst.objective import CONTENT_LAYER, STYLE_LAYERS
 from predictors.nst.vgg import VGGFeatures
+from tests.nst_jobs import make_job, run_to_end
 from tools.tiny_weights.vgg19 import tiny_vgg19_state_dict
 
 
@@ -97,7 +98,7 @@ def test_recombine_keeps_result_luminance_and_content_chrominance():
     assert torch.allclose(combined[:, 1:][inside_iq], rgb_to_yiq(content)[:, 1:][inside_iq], atol=1e-4)
 
 
-def test_histogram_matching_gives_the_style_the_content_colour_statistics():
+def test_histogram_matching_gives_the_style_the_content_color_statistics():
     content = gaussian_image(CONTENT_MEAN, CONTENT_COV)
     style = gaussian_image(STYLE_MEAN, STYLE_COV, seed=1)
     mean, cov = stats(match_histogram(style, content))
@@ -108,23 +109,24 @@ def test_histogram_matching_gives_the_style_the_content_colour_statistics():
     assert (stats(style)[0] - target_mean).abs().max() > 0.3
 
 
-def test_luminance_mode_end_to_end_keeps_the_content_colours():
+def test_luminance_mode_end_to_end_keeps_the_content_colors():
     vgg = VGGFeatures(tiny_vgg19_state_dict(seed=0), (*STYLE_LAYERS, CONTENT_LAYER))
     content = gaussian_image(CONTENT_MEAN, CONTENT_COV, size=32)
     style = gaussian_image(STYLE_MEAN, STYLE_COV, size=32, seed=1)
-    result = stylize(vgg, content, [style], Settings(iterations=5, colour="luminance")).image
+    result = run_to_end(vgg, content, [style], make_job(iterations=5, color_preservation="luminance")).image
     # Chrominance is the content's (up to clamping at 0 and 1); luminance moved.
     assert torch.allclose(rgb_to_yiq(result)[:, 1:], rgb_to_yiq(content)[:, 1:], atol=0.02)
     assert not torch.allclose(luminance(result), luminance(content), atol=1e-3)
 
 
-def test_histogram_mode_moves_result_colours_less_than_plain_transfer():
+def test_histogram_mode_moves_result_colors_less_than_plain_transfer():
     vgg = VGGFeatures(tiny_vgg19_state_dict(seed=0), (*STYLE_LAYERS, CONTENT_LAYER))
     content = gaussian_image(CONTENT_MEAN, CONTENT_COV, size=32)
     style = gaussian_image(STYLE_MEAN, STYLE_COV, size=32, seed=1)
 
-    def mean_shift(colour):
-        result = stylize(vgg, content, [style], Settings(iterations=10, colour=colour, init="noise")).image
+    def mean_shift(mode):
+        job = make_job(iterations=10, color_preservation=mode, init="noise")
+        result = run_to_end(vgg, content, [style], job).image
         return float((stats(result)[0] - stats(content)[0]).abs().sum())
 
     assert mean_shift("histogram") < mean_shift("none")

@@ -1,4 +1,4 @@
-"""Colour preservation for style transfer (Gatys et al. 2016, "Preserving Color in Neural Artistic Style
+"""Color preservation for style transfer (Gatys et al. 2016, "Preserving Color in Neural Artistic Style
 Transfer").
 
 Images are float tensors of shape (1, 3, H, W), RGB in 0..1.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-COLOUR_MODES = ("none", "luminance", "histogram")
+COLOR_PRESERVATIONS = ("none", "luminance", "histogram")
 
 _RGB_TO_YIQ = torch.tensor(
     [
@@ -42,7 +42,7 @@ def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Ten
     return (style_y - style_y.mean()) * scale + content_y.mean()
 
 
-def grey_rgb(y: torch.Tensor) -> torch.Tensor:
+def gray_rgb(y: torch.Tensor) -> torch.Tensor:
     """A (1, 1, H, W) luminance as a three-channel image, the way VGG sees a luminance-only image."""
     return y.expand(-1, 3, -1, -1).clamp(0, 1)
 
@@ -54,11 +54,11 @@ def recombine_luminance(result: torch.Tensor, content: torch.Tensor) -> torch.Te
     return yiq_to_rgb(yiq).clamp(0, 1)
 
 
-def _mean_cov(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _mean_covariance(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pixels = image.reshape(3, -1).double()
     mean = pixels.mean(dim=1, keepdim=True)
-    centred = pixels - mean
-    cov = centred @ centred.T / pixels.shape[1] + _EPS * torch.eye(3, dtype=pixels.dtype)
+    centered = pixels - mean
+    cov = centered @ centered.T / pixels.shape[1] + _EPS * torch.eye(3, dtype=pixels.dtype)
     return mean, cov
 
 
@@ -73,8 +73,8 @@ def match_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     Uses the symmetric square roots (x' = C_c^1/2 C_s^-1/2 (x - mu_s) + mu_c): of the linear maps that match
     the two moments, it rotates the colours least.
     """
-    mean_s, cov_s = _mean_cov(style)
-    mean_c, cov_c = _mean_cov(content)
+    mean_s, cov_s = _mean_covariance(style)
+    mean_c, cov_c = _mean_covariance(content)
     transform = _sym_power(cov_c, 0.5) @ _sym_power(cov_s, -0.5)
     pixels = style.reshape(3, -1).double()
     matched = transform @ (pixels - mean_s) + mean_c
