@@ -142,3 +142,13 @@ def test_cancel_lands_within_a_step(server, webhook, inputs):
     # Steps log as they end: at most the step running when the cancel arrived (and one in flight) follow.
     assert _last_step(final["logs"]) <= seen + 2 < 100
     assert server.wait_ready(30)["status"] == "READY"
+
+
+def test_turbo_runs_four_lcm_steps_when_steps_are_left_empty(server, inputs):
+    prediction = server.predict(
+        {"image": inputs["image"], "style_image": inputs["style_image"], "turbo": True, "max_side": 256}
+    )
+    assert prediction["status"] == "succeeded", prediction.get("error")
+    assert "{'main': 4} steps (LCM, turbo)" in prediction["logs"]
+    assert client_progress(prediction["logs"]) == (100, 4, 4)
+    assert len(output_bytes(prediction)) == 1

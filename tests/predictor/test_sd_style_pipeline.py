@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 from predictors.common import runtime
-from predictors.sd_style.blocks import adapter_scale
+from predictors.sd_style.ip_adapter_layers import adapter_scale
 from predictors.sd_style.pipeline import FAMILIES, SCHEDULERS, Job, StylePipeline, canny_edges, planned_steps
+from predictors.sd_style.predict import Predictor
 from tests.replicate_progress import progress_lines
 from tools import tiny_weights as tiny
+from tools.cog_runtime import input_defaults
 
 SIZE = 64
 FAMILY_NAMES = ["sd15", "sdxl"]
@@ -59,9 +61,17 @@ def _content() -> Image.Image:
     return Image.fromarray(pixels)
 
 
+# A job as the API's defaults make it (the core has no defaults of its own), here at 2 steps.
+JOB_DEFAULTS = {
+    name: value for name, value in input_defaults(Predictor).items() if name in Job.__annotations__
+}
+
+
 def _job(**changes) -> Job:
     settings = {
-        "content": _content(),
+        **JOB_DEFAULTS,
+        "image": _content(),
+        "style_weights": None,
         "style_images": [_image(2, (80, 72))],
         "prompt": "a painting",
         "negative_prompt": "blurry",
@@ -92,17 +102,23 @@ def _stock(sp: StylePipeline, job: Job, scheduler=None):
     another ``scheduler`` is given)."""
     from diffusers import DPMSolverMultistepScheduler
 
-    ours = sp.img2img if job.denoise < 1.0 else sp.txt2img
+    ours = sp.img2img if job.denoise_strength < 1.0 else sp.txt2img
     stock = type(ours)(**ours.components)
     stock.set_progress_bar_config(disable=True)
     stock.scheduler = scheduler or DPMSolverMultistepScheduler.from_config(
         ours.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
     )
-    stock.set_ip_adapter_scale(EXPECTED_MAPS[(sp.family.name, job.style_mode)])
-    control = canny_edges(job.content, job.canny_low, job.canny_high)
+    return _call_stock(stock, sp.family.name, job, job.steps, job.guidance)
+
+
+def _call_stock(stock, family: str, job: Job, steps: int, guidance: float):
+    """``stock`` called as a diffusers user calls it for ``job``: the style image itself, the block map
+    written out, the Canny map as the control."""
+    stock.set_ip_adapter_scale(EXPECTED_MAPS[(family, job.style_mode)])
+    control = canny_edges(job.image, job.canny_low, job.canny_high)
     images = (
-        {"image": job.content, "control_image": control, "strength": job.denoise}
-        if job.denoise < 1.0
+        {"image": job.image, "control_image": control, "strength": job.denoise_strength}
+        if job.denoise_strength < 1.0
         else {"image": control}
     )
     return stock(
@@ -111,8 +127,8 @@ def _stock(sp: StylePipeline, job: Job, scheduler=None):
         **images,
         height=SIZE,
         width=SIZE,
-        num_inference_steps=job.num_inference_steps,
-        guidance_scale=job.guidance_scale,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
         controlnet_conditioning_scale=job.structure_strength,
         num_images_per_prompt=job.num_outputs,
         ip_adapter_image=job.style_images[0],
@@ -128,9 +144,9 @@ def _stock(sp: StylePipeline, job: Job, scheduler=None):
         {"style_mode": "style"},
         {"style_mode": "style_and_layout", "num_outputs": 2},
         {"style_mode": "full"},
-        {"style_mode": "style", "denoise": 0.6},
-        {"style_mode": "style_and_layout", "denoise": 0.6},
-        {"style_mode": "full", "denoise": 0.6, "num_outputs": 2},
+        {"style_mode": "style", "denoise_strength": 0.6},
+        {"style_mode": "style_and_layout", "denoise_strength": 0.6},
+        {"style_mode": "full", "denoise_strength": 0.6, "num_outputs": 2},
     ],
     ids=[
         "txt2img-style",
@@ -270,12 +286,12 @@ def test_denoise_strength_sets_the_number_of_steps_run(pipelines):
     sp = pipelines["sd15"]
     seen = []
 
-    def record(*event):
-        seen.append(event)
+    def record(progress):
+        seen.append((progress.stage, progress.step, progress.total))
 
     for denoise, main in ((1.0, 6), (0.5, 3), (0.34, 2)):
         seen.clear()
-        sp.run(_job(num_inference_steps=6, denoise=denoise), on_step=record)
+        sp.run(_job(num_inference_steps=6, denoise_strength=denoise), on_step=record)
         assert seen == [("main", step, main) for step in range(1, main + 1)], denoise
     seen.clear()
     sp.run(_job(num_inference_steps=6, detail_pass=True), on_step=record)
@@ -337,9 +353,13 @@ def test_detail_pass(pipelines, family):
     ("family", "changes", "passes"),
     [
         ("sd15", {"num_inference_steps": 3}, {"main": 3}),
-        ("sd15", {"num_inference_steps": 7, "denoise": 0.5}, {"main": 3}),
+        ("sd15", {"num_inference_steps": 7, "denoise_strength": 0.5}, {"main": 3}),
         # The detail pass runs img2img at 0.35 of max(steps, 3) steps.
-        ("sd15", {"num_inference_steps": 4, "denoise": 0.6, "detail_pass": True}, {"main": 2, "detail": 1}),
+        (
+            "sd15",
+            {"num_inference_steps": 4, "denoise_strength": 0.6, "detail_pass": True},
+            {"main": 2, "detail": 1},
+        ),
         (
             "sdxl",
             {"num_inference_steps": 6, "scheduler": "Euler a", "detail_pass": True},
@@ -355,7 +375,7 @@ def test_one_progress_bar_counts_the_steps_of_every_pass(
     assert planned_steps(job) == passes
     stages = []
     with caplog.at_level(logging.INFO, logger="predictors.sd_style.pipeline"):
-        pipelines[family].run(job, on_step=lambda stage, step, steps: stages.append(stage))
+        pipelines[family].run(job, on_step=lambda progress: stages.append(progress.stage))
     # diffusers ran exactly the planned steps, so the bar ends at 100%.
     assert stages == [stage for stage, count in passes.items() for _ in range(count)]
     total = sum(passes.values())
@@ -364,7 +384,13 @@ def test_one_progress_bar_counts_the_steps_of_every_pass(
         (done, total) for done in range(total + 1)
     ]
     summaries = [r.getMessage() for r in caplog.records if r.name == "predictors.sd_style.pipeline"]
-    assert [message.split(" in ")[0] for message in summaries] == [
+    width, height = job.image.size
+    sampler = job.scheduler
+    assert (
+        summaries[0]
+        == f"Rendering {job.num_outputs} image(s) at {width}x{height}: {passes} steps ({sampler})"
+    )
+    assert [message.split(" in ")[0] for message in summaries[1:]] == [
         f"{stage.capitalize()} pass done: {count} steps" for stage, count in passes.items()
     ]
 
@@ -416,3 +442,144 @@ def _fresh_unet(root):
 
 def _base_folder(root):
     return tiny.ensure(root, "sd_style/sd15").folder(FAMILIES["sd15"].base)
+
+
+# Turbo ---------------------------------------------------------------------------------------------
+
+# diffusers' classes written out, independently of the core.
+STOCK_CLASSES = {
+    "sd15": ("StableDiffusionControlNetPipeline", "StableDiffusionControlNetImg2ImgPipeline"),
+    "sdxl": ("StableDiffusionXLControlNetPipeline", "StableDiffusionXLControlNetImg2ImgPipeline"),
+}
+LORA_FOLDERS = {"sd15": "sd15/lcm-lora-sdv1-5", "sdxl": "sdxl/lcm-lora-sdxl"}
+
+
+@pytest.fixture(scope="module")
+def stock_turbo(root):
+    """Per family, diffusers' documented LCM-LoRA recipe, loaded afresh from the tiny root: the ControlNet
+    pipeline, load_ip_adapter, load_lora_weights, fuse_lora and the LCM scheduler from the base config."""
+    import diffusers
+
+    loaded = {}
+
+    def load(family: str):
+        if family not in loaded:
+            spec = FAMILIES[family]
+            txt2img_cls, img2img_cls = (getattr(diffusers, name) for name in STOCK_CLASSES[family])
+            extra = {"safety_checker": None, "requires_safety_checker": False} if family == "sd15" else {}
+            files = tiny.ensure(root, spec.tag)
+            controlnet = diffusers.ControlNetModel.from_pretrained(files.folder(spec.canny), variant="fp16")
+            stock = txt2img_cls.from_pretrained(
+                files.folder(spec.base), controlnet=controlnet, variant="fp16", **extra
+            )
+            stock.load_ip_adapter(
+                str(root / "ip_adapter"),
+                subfolder=spec.ip_adapter_subfolder,
+                weight_name=spec.ip_adapter_weight,
+                image_encoder_folder=spec.image_encoder_folder,
+            )
+            stock.load_lora_weights(
+                str(root / LORA_FOLDERS[family]), weight_name="pytorch_lora_weights.safetensors"
+            )
+            stock.fuse_lora()
+            stock.scheduler = diffusers.LCMScheduler.from_pretrained(
+                files.folder(spec.base), subfolder="scheduler"
+            )
+            stock.set_progress_bar_config(disable=True)
+            loaded[family] = {"txt2img": stock, "img2img": img2img_cls.from_pipe(stock)}
+        return loaded[family]
+
+    return load
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"guidance_scale": 1.5, "num_inference_steps": 6, "num_outputs": 2}, {"denoise_strength": 0.6}],
+    ids=["txt2img-4-steps", "txt2img-cfg-6-steps-x2", "img2img"],
+)
+def test_turbo_parity_with_stock_diffusers(pipelines, stock_turbo, family, changes):
+    """Turbo equals diffusers' LCM-LoRA recipe on the same files: LoRA fused, LCM scheduler, steps and
+    guidance, with the ControlNet and the IP-Adapter applied as in every other mode."""
+    sp = pipelines[family]
+    job = _job(**{"turbo": True, "num_inference_steps": None, "guidance_scale": None, **changes})
+    ours = sp.run(job, output_type="np")
+    stock = stock_turbo(family)["img2img" if job.denoise_strength < 1.0 else "txt2img"]
+    steps, guidance = changes.get("num_inference_steps", 4), changes.get("guidance_scale", 1.0)
+    expected = _call_stock(stock, family, job, steps, guidance)
+    assert ours.shape == expected.shape == (job.num_outputs, SIZE, SIZE, 3)
+    assert np.abs(ours - expected).max() <= 1e-5
+    # The LoRA changes the result: the default mode at the same steps and guidance is another image.
+    plain = sp.run(_job(num_inference_steps=4, guidance_scale=1.0, scheduler="DDIM"), output_type="np")
+    assert np.abs(plain - ours[: len(plain)]).max() > 1e-3
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_turbo_runs_lcm_for_4_steps_without_guidance(pipelines, family):
+    sp = pipelines[family]
+    seen = []
+    sp.run(_job(turbo=True, num_inference_steps=None, guidance_scale=None), on_step=seen.append)
+    assert [(p.stage, p.step, p.total) for p in seen] == [("main", step, 4) for step in range(1, 5)]
+    assert type(sp.turbo.txt2img.scheduler).__name__ == "LCMScheduler"
+    assert sp.turbo.txt2img.guidance_scale == 1.0 and not sp.turbo.txt2img.do_classifier_free_guidance
+    # Empty steps and guidance keep their default-mode meaning without turbo.
+    job = _job(num_inference_steps=None, guidance_scale=None)
+    assert (job.steps, job.guidance) == (20, 6.0)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_turbo_has_its_own_fused_unet_and_shares_the_rest(root, pipelines, family):
+    import peft
+    from safetensors.torch import load_file
+
+    from tools.tiny_weights.lora import adapted_modules
+
+    sp = pipelines[family]
+    base, turbo = sp.txt2img.unet, sp.turbo.txt2img.unet
+    assert turbo is not base
+    assert not any(isinstance(m, peft.tuners.tuners_utils.BaseTunerLayer) for m in turbo.modules())
+    lora = load_file(root / LORA_FOLDERS[family] / "pytorch_lora_weights.safetensors")
+    modules = adapted_modules(base)
+    assert len(lora) == 3 * len(modules)  # down, up and alpha for every adapted module
+    turbo_weights = dict(turbo.named_parameters())
+    changed = {n for n in modules if not torch.equal(turbo_weights[n + ".weight"], modules[n].weight)}
+    assert changed == set(modules)  # the LoRA landed on every module it names
+    # The default UNet is the file's, untouched by the fuse.
+    base_folder = tiny.ensure(root, FAMILIES[family].tag).folder(FAMILIES[family].base)
+    saved = load_file(base_folder / "unet/diffusion_pytorch_model.fp16.safetensors")
+    assert all(torch.equal(base.state_dict()[k], v.float()) for k, v in saved.items())
+    for name in ("vae", "text_encoder", "image_encoder", "controlnet", "feature_extractor"):
+        assert getattr(sp.turbo.txt2img, name) is getattr(sp.txt2img, name)
+    assert sp.turbo.img2img.unet is turbo and sp.turbo.detail.unet is turbo
+    assert sp.turbo.detail.controlnet is sp.detail.controlnet
+
+
+@pytest.mark.parametrize(
+    "changes", [{"structure_strength": 0.0}, {"style_strength": 0.0}, {"detail_pass": True}], ids=str
+)
+def test_turbo_keeps_structure_style_and_detail_inputs(pipelines, changes):
+    sp = pipelines["sd15"]
+    base = sp.run(_job(turbo=True, num_inference_steps=None, guidance_scale=None), output_type="np")
+    other = sp.run(
+        _job(turbo=True, num_inference_steps=None, guidance_scale=None, **changes), output_type="np"
+    )
+    assert np.abs(other - base).max() > 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_turbo_runs_only_the_turbo_unet_in_every_pass(pipelines, family):
+    """4 main steps and int(4 * 0.35) = 1 detail step, one UNet row each (no guidance), all on the fused UNet
+    and the LCM scheduler; the default UNet never runs."""
+    sp = pipelines[family]
+    calls = {"default": 0, "turbo": 0}
+    hooks = [
+        unet.register_forward_hook(lambda *args, mode=mode: calls.__setitem__(mode, calls[mode] + 1))
+        for mode, unet in (("default", sp.txt2img.unet), ("turbo", sp.turbo.txt2img.unet))
+    ]
+    try:
+        sp.run(_job(turbo=True, num_inference_steps=None, guidance_scale=None, detail_pass=True))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == {"default": 0, "turbo": 5}
+    assert type(sp.turbo.detail.scheduler).__name__ == "LCMScheduler"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import inspect
 import re
 import shutil
 import threading
@@ -21,6 +20,7 @@ from PIL import Image
 from predictors.common import media
 from predictors.common.errors import InputError, WeightsError
 from predictors.sd_style.pipeline import FAMILIES
+from tests.call_predict import call_predict
 from tests.replicate_progress import client_progress
 from tools import tiny_weights as tiny
 
@@ -83,19 +83,11 @@ def sdxl(environment):
 
 
 def predict(predictor, files, **inputs):
-    """Call predict() as Cog would: every input not given takes its declared default."""
-    defaults = {
-        name: parameter.default.default
-        for name, parameter in inspect.signature(predictor.predict).parameters.items()
-    }
-    arguments = {
-        **defaults,
-        "image": files["content"],
-        "style_image": files["style"],
-        "num_inference_steps": 2,
-        **inputs,
-    }
-    return predictor.predict(**arguments)
+    """Call predict() as Cog would (every input not given takes its declared default), at 2 steps."""
+    return call_predict(
+        predictor,
+        **{"image": files["content"], "style_image": files["style"], "num_inference_steps": 2, **inputs},
+    )
 
 
 def _pixels(path):
@@ -149,6 +141,7 @@ def test_seed_determinism_and_random_seed(sd15, files, capsys):
         {"detail_pass": True},
         {"num_inference_steps": 3},
         {"style_image_2": "style2", "style_weights": "1,1"},
+        {"turbo": True},
     ],
     ids=lambda inputs: "-".join(inputs),
 )
@@ -194,10 +187,11 @@ def test_inputs_reach_the_job_by_value(sd15, files, monkeypatch):
             seed=13,
             max_side=256,
             detail_pass=True,
+            turbo=True,
         )
     (job,) = jobs
-    assert job.content.size == (256, 192) and len(job.style_images) == 2
-    settings = {name: value for name, value in vars(job).items() if name not in ("content", "style_images")}
+    assert job.image.size == (256, 192) and len(job.style_images) == 2
+    settings = {name: value for name, value in vars(job).items() if name not in ("image", "style_images")}
     assert settings == {
         "style_weights": [1.0, 2.0],
         "prompt": "a watercolor",
@@ -205,7 +199,7 @@ def test_inputs_reach_the_job_by_value(sd15, files, monkeypatch):
         "style_strength": 0.6,
         "structure_strength": 0.4,
         "style_mode": "style_and_layout",
-        "denoise": 0.7,
+        "denoise_strength": 0.7,
         "canny_low": 30,
         "canny_high": 90,
         "num_inference_steps": 7,
@@ -214,7 +208,17 @@ def test_inputs_reach_the_job_by_value(sd15, files, monkeypatch):
         "num_outputs": 3,
         "seed": 13,
         "detail_pass": True,
+        "turbo": True,
     }
+
+
+def test_turbo_defaults_to_4_lcm_steps(sd15, files, capsys):
+    """Empty num_inference_steps and guidance_scale take turbo's own values, as the descriptions say."""
+    capsys.readouterr()
+    predict(sd15, files, max_side=256, seed=3, turbo=True, num_inference_steps=None)
+    logs = capsys.readouterr().out
+    assert "{'main': 4} steps (LCM, turbo)" in logs and "Main pass done: 4 steps" in logs
+    assert client_progress(logs) == (100, 4, 4)
 
 
 def test_extra_style_with_zero_weight_changes_nothing(sd15, files):

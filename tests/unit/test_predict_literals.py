@@ -21,7 +21,7 @@ import pytest
 from predictors.musepose.animate import Request
 from predictors.musepose.models.config import MAX_WINDOW
 from predictors.nst import transfer
-from predictors.sd_style.blocks import STYLE_MODES
+from predictors.sd_style.ip_adapter_layers import STYLE_MODES
 from predictors.sd_style.pipeline import SCHEDULERS, Job
 from tests.conftest import REPO_ROOT
 
@@ -155,9 +155,12 @@ PASSED_THROUGH = {
     "sd_style": (
         Job,
         [
+            "prompt",
+            "negative_prompt",
             "style_strength",
             "structure_strength",
             "style_mode",
+            "denoise_strength",
             "canny_low",
             "canny_high",
             "num_inference_steps",
@@ -165,6 +168,7 @@ PASSED_THROUGH = {
             "scheduler",
             "num_outputs",
             "detail_pass",
+            "turbo",
         ],
     ),
 }
@@ -176,4 +180,8 @@ def test_defaults_agree_with_the_cores_request(name):
     inputs = declared(name)
     core = {field.name: field.default for field in dataclasses.fields(request_type)}
     for parameter in names:
-        assert inputs[parameter]["default"] == core[parameter], parameter
+        # Defaults live once: a core field without one takes the Input's; one with a default must agree.
+        assert parameter in core, parameter
+        assert core[parameter] is dataclasses.MISSING or inputs[parameter]["default"] == core[parameter], (
+            parameter
+        )

@@ -10,7 +10,8 @@ load the tiny files through the same code path as the real ones. A file that the
 fails the build: the tiny layout may not drift from the real one.
 
 Roots are deterministic from the seed and cached under ``.cache/tiny-weights/<hash>``; the hash covers the
-generator sources, the real manifest, the seed and the library versions that shape the files.
+generator sources (every module of this package: parts share writers such as ``lora.py``), the real manifest,
+the seed and the library versions that shape the files.
 """
 
 from __future__ import annotations
@@ -47,9 +48,8 @@ def _part_module(name: str):
 def _cache_key(parts: list[str], seed: int) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"parts": parts, "seed": seed}).encode())
-    digest.update(Path(__file__).read_bytes())
-    for name in parts:
-        digest.update(Path(_part_module(name).__file__).read_bytes())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
     digest.update(REAL_MANIFEST.read_bytes())
     for dist in _VERSIONED:
         try:

@@ -5,7 +5,8 @@ Writes, with random weights and shrunk widths/depths but the real block structur
   vocabulary and merges written here), scheduler, safety_checker, feature_extractor; weights as the ``fp16``
   variant files;
 - ``sd15/control_v11p_sd15_canny/`` and ``sd15/control_v11f1e_sd15_tile/``: ControlNets matching the UNet;
-- ``ip_adapter/models/``: ``ip-adapter_sd15.safetensors`` and ``.bin`` (same tensors) and ``image_encoder/``.
+- ``ip_adapter/models/``: ``ip-adapter_sd15.safetensors`` and ``.bin`` (same tensors) and ``image_encoder/``;
+- ``sd15/lcm-lora-sdv1-5/``: the turbo LCM-LoRA for the UNet (``tools/tiny_weights/lora.py``).
 
 The helpers here are shared with the SDXL part, which reuses the image encoder and the safety checker.
 """
@@ -19,10 +20,12 @@ import torch
 from safetensors.torch import save_file
 
 from tools.tiny_weights import dest
+from tools.tiny_weights.lora import write_lcm_lora
 
 BASE = dest("sd15_base")
 CANNY = dest("control_v11p_sd15_canny")
 TILE = dest("control_v11f1e_sd15_tile")
+LCM_LORA = dest("lcm-lora-sdv1-5")
 IP_ADAPTER_ROOT = dest("ip_adapter")
 IMAGE_ENCODER = f"{IP_ADAPTER_ROOT}/models/image_encoder"
 
@@ -406,6 +409,13 @@ def write(root: Path, seed: int) -> None:
         "ip-adapter_sd15",
         ip_adapter_tensors(unet, IMAGE_ENCODER_CONFIG["projection_dim"], seed, 6),
     )
+    write_models(root, base, unet, vae, LCM_LORA, seed, salt=7)
+
+
+def write_models(root: Path, base: Path, unet, vae, lcm_lora: str, seed: int, salt: int) -> None:
+    """What both families write once their adapters are written: the UNet's LCM-LoRA (at ``lcm_lora``),
+    the UNet, the VAE, and the image encoder and safety checker they share."""
+    write_lcm_lora(root / lcm_lora, unet, seed * 1000 + salt)
     save_fp16_variant(unet, base / "unet")
     save_fp16_variant(vae, base / "vae")
     write_image_encoder(root, seed)

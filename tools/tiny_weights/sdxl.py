@@ -5,6 +5,7 @@ Writes, with random weights and shrunk widths/depths but the real block structur
   tokenizer, tokenizer_2, scheduler; weights as the ``fp16`` variant files;
 - ``sdxl/controlnet-canny-sdxl-1.0/``: a ControlNet matching the UNet;
 - ``ip_adapter/sdxl_models/ip-adapter_sdxl_vit-h.safetensors``;
+- ``sdxl/lcm-lora-sdxl/``: the turbo LCM-LoRA for the UNet (``tools/tiny_weights/lora.py``);
 - the parts SDXL shares with SD1.5: the ViT-H image encoder and the safety checker (same bytes as the sd15
   part writes for the same seed).
 """
@@ -28,16 +29,16 @@ from tools.tiny_weights.sd15 import (
     save_fp16_variant,
     save_single_file,
     seeded,
-    write_image_encoder,
     write_ip_adapter,
     write_json,
-    write_safety_checker,
+    write_models,
     write_text_encoder,
     write_tokenizer,
 )
 
 BASE = dest("sdxl_base")
 CANNY = dest("controlnet-canny-sdxl-1.0")
+LCM_LORA = dest("lcm-lora-sdxl")
 
 MODEL_INDEX = {
     "_class_name": "StableDiffusionXLPipeline",
@@ -141,10 +142,7 @@ def write(root: Path, seed: int) -> None:
         # The predictor reads the .safetensors file; the 700 MB .bin twin is not in the manifest.
         with_bin=False,
     )
-    save_fp16_variant(unet, base / "unet")
-    save_fp16_variant(vae, base / "vae")
-    write_image_encoder(root, seed)
-    write_safety_checker(root, seed)
+    write_models(root, base, unet, vae, LCM_LORA, seed, salt=17)
 
 
 # Single-file (original SGM layout) checkpoint of the tiny base model, for tests of custom checkpoints.

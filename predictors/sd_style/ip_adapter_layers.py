@@ -14,8 +14,6 @@ def adapter_scale(family: str, mode: str, strength: float) -> float | dict:
     """The ``set_ip_adapter_scale`` argument for ``family`` ("sd15" | "sdxl") and ``mode``."""
     if family not in ("sd15", "sdxl"):
         raise ValueError(f"unknown model family {family!r}")
-    if mode not in STYLE_MODES:
-        raise ValueError(f"unknown style mode {mode!r}; expected one of {', '.join(STYLE_MODES)}")
     scale = float(strength)
     if mode == "full":
         return scale
