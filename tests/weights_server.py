@@ -1,5 +1,5 @@
 """A local HTTP server for the weights tests, also speaking the Hugging Face Hub's download protocol, and the
-fixtures and manifest helpers around it (tests/unit/test_weights.py, tests/tools/test_weights_cli.py).
+fixtures and manifest helpers around it (tests/common/test_weights.py, tests/tools/test_weights_cli.py).
 
 Test modules bind the fixtures ``server`` and ``root`` to those names, so that pytest finds them.
 """

@@ -1,5 +1,5 @@
 """Reference hashes of Pillow resizes as MusePose's users compute them (Pillow 10.4.0), for
-tests/unit/test_resize_parity.py.
+tests/musepose/test_resize_parity.py.
 
 Run once, in a throwaway environment that has exactly Pillow 10.4.0 and numpy (nothing of this project is
 imported, so no other package is needed):

@@ -9,8 +9,8 @@ only ever reads the safetensors.
 
 The check is by rule, not by count: the networks are built from the config on the meta device (no memory),
 and every file must hold exactly their tensor names with their shapes. With the real release config that
-means 686 / 682 / 16 / 588 tensors (tests/unit/test_musepose_models.py pins those against the published key
-lists); another config legitimately gives other counts, for instance equal widths on the first two levels
+means 686 / 682 / 16 / 588 tensors (tests/musepose/test_musepose_models.py pins those against the published
+key lists); another config legitimately gives other counts, for instance equal widths on the first two levels
 leave out ``down_blocks.1.resnets.0.conv_shortcut`` (2 tensors fewer in each UNet).
 
 Registered in ``weights_manifest.json`` as the conversion ``musepose_compact``; the predictor hands

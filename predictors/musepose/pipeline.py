@@ -94,8 +94,9 @@ def resize_horizontal_first(image: Image.Image, size: tuple[int, int], resample:
     more than twice as many pixels as the width (python-pillow/Pillow#9549, ``Resample.c``), which moves
     Lanczos results by up to 18 levels (1080x1920 -> 768x768). MusePose and its users ran the horizontal-first
     order. Two calls that each change one side make Pillow run exactly one pass each, with the coefficients
-    of the combined call, so the result is the horizontal-first one in every version; tests/unit/
-    test_resize_parity.py checks it against hashes written with Pillow 10.4.0 (tools/resize_fixtures.py).
+    of the combined call, so the result is the horizontal-first one in every version;
+    tests/musepose/test_resize_parity.py checks it against hashes written with Pillow 10.4.0
+    (tools/resize_fixtures.py).
     """
     width, height = size
     if width != image.width:

@@ -1,4 +1,4 @@
-"""The DWPose package's tiny weights and the detector-input resize (sessions: tests/unit/test_onnx.py)."""
+"""The DWPose package's tiny weights and the detector-input resize (sessions: tests/common/test_onnx.py)."""
 
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ from predictors.musepose.pose_align import align_poses
 from tests import mp4
 from tests.call_predict import call_predict
 from tests.canvas import assert_equal_off_clipped_primitives, clipped_primitives, resized_footprint
+from tests.musepose.test_musepose_allocator import PAGES, block_faults
 from tests.replicate_progress import progress_lines
-from tests.unit.test_musepose_allocator import PAGES, block_faults
 from tools.tiny_weights import write_manifest
 
 VIDEO_SIZE = (64, 48)
@@ -114,7 +114,7 @@ def run(predictor, reference: Path, video: Path, **changes):
 def test_setup_on_the_cpu_keeps_freed_conv_buffers_mapped(predictor):
     """The allocator settings are in force after setup: a freed 128 MB block (a 2560 -> 1280 conv's
     reordered weight is 118 MB) is reused without faulting its pages in again. (Other threads share them
-    where the process starts with one arena, as the image does: tests/unit/test_musepose_allocator.py.)"""
+    where the process starts with one arena, as the image does: tests/musepose/test_musepose_allocator.py.)"""
     block_faults()
     assert block_faults() < PAGES // 100
 

@@ -68,7 +68,7 @@ def test_the_thresholds_cover_the_largest_conv_weight():
 SCRIPT = """
 import json
 from predictors.musepose.allocator import keep_freed_memory
-from tests.unit.test_musepose_allocator import block_faults, faults_on_a_new_thread
+from tests.musepose.test_musepose_allocator import block_faults, faults_on_a_new_thread
 plain = {"main": [block_faults() for _ in range(3)], "thread": faults_on_a_new_thread(3)}
 applied = keep_freed_memory()
 kept = {"main": [block_faults() for _ in range(3)], "thread": faults_on_a_new_thread(3)}
