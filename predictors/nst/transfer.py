@@ -5,7 +5,6 @@ pictures. ``predict.py`` maps the API's inputs onto ``Job`` (same names) and sav
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +14,7 @@ from PIL import Image
 
 from predictors.common import media, runtime
 from predictors.common.errors import InputError
+from predictors.common.inputs import check_blend_weights
 from predictors.nst.color import COLOR_PRESERVATIONS
 from predictors.nst.fast_start import FastStylizer
 from predictors.nst.objective import (
@@ -85,11 +85,7 @@ def check(job: Job, styles: int) -> None:
     """Every rule a job must meet with ``styles`` style images, as InputError sentences (the one place)."""
     if not 1 <= styles <= MAX_STYLES:
         raise InputError(f"Give one to {MAX_STYLES} style images, not {styles}.")
-    weights = job.style_weights
-    if len(weights) != styles:
-        raise InputError(f"style_weights has {len(weights)} value(s) but {styles} style image(s) were given.")
-    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise InputError(f"style_weights must be non-negative and not all zero, got {list(weights)}.")
+    check_blend_weights(job.style_weights, styles)
     for name, value, choices in (
         ("quality", job.quality, tuple(QUALITY_ITERATIONS)),
         ("optimizer", job.optimizer, OPTIMIZERS),

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from predictors.common.errors import InputError, WeightsError
+from predictors.common.inputs import check_blend_weights
 from predictors.common.runtime import Progress, StepCallback, progress_bar
 from predictors.common.weights import Weights
 from predictors.sd_style.ip_adapter_layers import STYLE_MODES, adapter_scale
@@ -237,13 +238,7 @@ class Job:
             raise InputError("At least one style image is needed.")
         if self.style_weights is None:
             return
-        if len(self.style_weights) != len(self.style_images):
-            raise InputError(
-                f"style_weights has {len(self.style_weights)} value(s) but {len(self.style_images)} style "
-                "image(s) were given."
-            )
-        if any(not math.isfinite(w) or w < 0 for w in self.style_weights) or sum(self.style_weights) <= 0:
-            raise InputError("style_weights must be non-negative and not all zero.")
+        check_blend_weights(self.style_weights, len(self.style_images))
 
     def control_image(self) -> Image.Image:
         """The Canny edge map the canny ControlNet is conditioned on."""

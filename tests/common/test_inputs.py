@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictors.common.errors import InputError
-from predictors.common.inputs import parse_blend_weights
+from predictors.common.inputs import check_blend_weights, parse_blend_weights
 
 
 def test_empty_means_equal_weights():
@@ -17,17 +17,29 @@ def test_parses_numbers_with_spaces():
     assert parse_blend_weights("1, 0.5", 2) == [1.0, 0.5]
 
 
+def test_parsing_checks_only_the_form():
+    """What the numbers must be is the cores' check(), through check_blend_weights."""
+    assert parse_blend_weights("1", 2) == [1.0]
+    assert parse_blend_weights("-1,0", 2) == [-1.0, 0.0]
+    with pytest.raises(InputError, match=r"style_weights must be comma-separated numbers such as '1,0.5'"):
+        parse_blend_weights("1,x", 2)
+
+
 @pytest.mark.parametrize(
-    ("text", "count", "fragment"),
+    ("weights", "count", "message"),
     [
-        ("1,x", 2, "comma-separated numbers"),
-        ("1", 2, "has 1 value(s) but 2 style image(s)"),
-        ("-1,2", 2, "non-negative"),
-        ("0,0", 2, "not all zero"),
-        ("nan,1", 2, "non-negative"),
+        ([1.0], 2, "style_weights has 1 value(s) but 2 style image(s) were given."),
+        ([-1.0, 2.0], 2, "style_weights must be non-negative and not all zero, got [-1.0, 2.0]."),
+        ([0.0, 0.0], 2, "style_weights must be non-negative and not all zero, got [0.0, 0.0]."),
+        ([float("nan"), 1.0], 2, "style_weights must be non-negative and not all zero, got [nan, 1.0]."),
     ],
 )
-def test_bad_weights_say_what_to_fix(text, count, fragment):
-    with pytest.raises(InputError, match="style_weights") as raised:
-        parse_blend_weights(text, count)
-    assert fragment in str(raised.value)
+def test_bad_weights_say_what_to_fix(weights, count, message):
+    with pytest.raises(InputError) as raised:
+        check_blend_weights(weights, count)
+    assert str(raised.value) == message
+
+
+def test_good_weights_pass():
+    check_blend_weights([0.0, 0.5], 2)
+    check_blend_weights([1.0], 1)
