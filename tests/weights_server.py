@@ -21,6 +21,12 @@ import pytest
 
 from predictors.common import weights
 
+TARGETS = [
+    "nst",
+    "sd_style/sd15",
+    "sd_style/sdxl",
+    "musepose",
+]  # the real manifest's, which tests' entries name
 PAYLOAD = bytes(range(256)) * 1200  # 307,200 bytes: several chunks, so a transfer can be cut mid-way
 
 
@@ -160,7 +166,11 @@ def hf_file(repo_id: str, filename: str, revision: str = "main") -> dict:
 
 def use_manifest(tmp_path, monkeypatch, files: dict, conversions: dict | None = None) -> Path:
     path = tmp_path / "weights_manifest.json"
-    path.write_text(json.dumps({"schema_version": 1, "files": files, "conversions": conversions or {}}))
+    path.write_text(
+        json.dumps(
+            {"schema_version": 1, "targets": TARGETS, "files": files, "conversions": conversions or {}}
+        )
+    )
     monkeypatch.setenv("TRIPTYCH_MANIFEST", str(path))
     return path
 

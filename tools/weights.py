@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument(
         "targets",
         nargs="+",
-        help=f"'all', a tag ({', '.join(manifests.TAGS)}; or 'sd_style'), or entry names",
+        help="'all', a target of the manifest (nst, sd_style/sd15; sd_style takes both), or entry names",
     )
     check = commands.add_parser("check", help="validate the manifest")
     check.add_argument(
@@ -105,10 +105,11 @@ def pin_revisions(names: list[str]) -> int:
 
 def _targets(targets: list[str]) -> list[str | list[str]]:
     """Tags first, one by one (each names its own remedy when offline), then the named entries together."""
+    manifest = manifests.load()
     if targets == ["all"]:
-        return list(manifests.TAGS)
-    tags = [target for target in targets if weights.tags_for(target)]
-    names = [target for target in targets if not weights.tags_for(target)]
+        return list(manifest.targets)
+    tags = [target for target in targets if weights.tags_for(target, manifest)]
+    names = [target for target in targets if not weights.tags_for(target, manifest)]
     return [*tags, names] if names else tags
 
 

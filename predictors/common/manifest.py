@@ -1,8 +1,9 @@
 """The weights manifest: reading it and validating it against ``manifest.schema.json`` (JSON Schema).
 
 The schema says what each entry holds; the few rules a schema cannot state (a URL or a Hugging Face file,
-unique destinations, conversion inputs that the files list, folders that hold files) are checked here. Every
-departure becomes one short phrase naming the field, so a typo in the manifest reads
+unique destinations, ``needed_by`` names among the targets, conversion inputs that the files list, folders
+that hold files) are checked here. Every departure becomes one short phrase naming the field, so a typo in the
+manifest reads
 ``files.a.sha256 must be 64 hex digits or null``.
 """
 
@@ -20,16 +21,17 @@ from predictors.common.errors import WeightsError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(__file__).with_name("manifest.schema.json")).read_text())
 SCHEMA_VERSION = SCHEMA["properties"]["schema_version"]["const"]
-TAGS = tuple(SCHEMA["$defs"]["needed_by"]["items"]["enum"])
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest: ``files`` and ``conversions`` hold the JSON entries by name, ``folders`` the
-    folders (relative to the weights root) by name."""
+    """A validated manifest: ``targets`` names what ``needed_by`` may name (the predictors, and their variants
+    after a slash), ``files`` and ``conversions`` hold the JSON entries by name, ``folders`` the folders
+    (relative to the weights root) by name."""
 
     path: Path
+    targets: tuple[str, ...]
     files: dict[str, dict]
     conversions: dict[str, dict]
     folders: dict[str, str]
@@ -51,13 +53,16 @@ def load(path: Path | None = None, *, strict: bool = False) -> Manifest:
     errors = schema_errors(data, strict=strict)
     if errors:
         raise WeightsError(f"The weights manifest {path} is invalid: {'; '.join(errors)}.")
-    return Manifest(path, data["files"], data.get("conversions", {}), data.get("folders", {}))
+    return Manifest(
+        path, tuple(data["targets"]), data["files"], data.get("conversions", {}), data.get("folders", {})
+    )
 
 
 def save(manifest: Manifest) -> None:
     """Write ``manifest`` to its path, checked first (a tiny root's manifest, revisions pinned by a tool)."""
     data = {
         "schema_version": SCHEMA_VERSION,
+        "targets": list(manifest.targets),
         "folders": manifest.folders,
         "files": manifest.files,
         "conversions": manifest.conversions,
@@ -95,7 +100,15 @@ def _phrases(error: jsonschema.ValidationError) -> list[str]:
 
 def _rule_errors(data: dict, strict: bool) -> list[str]:
     """What the schema cannot say: one source per file, destinations repeated, names that refer to nothing."""
+    items = [("files", data["files"]), ("conversions", data.get("conversions", {}))]
     errors = [
+        f"{kind}.{name}.needed_by names {target!r}, which targets lacks"
+        for kind, entries in items
+        for name, entry in entries.items()
+        for target in entry["needed_by"]
+        if target not in data["targets"]
+    ]
+    errors += [
         f"files.{name} lacks 'url' (or 'hf', for a Hugging Face file)"
         if "url" not in entry
         else f"files.{name} has both 'url' and 'hf'"

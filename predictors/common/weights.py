@@ -154,16 +154,19 @@ def ensure(
     return Weights(root, paths, folders, custom)
 
 
-def tags_for(target: str) -> list[str]:
+def tags_for(target: str, manifest: manifests.Manifest) -> list[str]:
+    """The manifest's targets that ``target`` names: itself, or every variant under a predictor's name."""
     target = target.replace("-", "_")  # the Makefile spells predictors sd-style
-    return [tag for tag in manifests.TAGS if tag == target or tag.startswith(target + "/")]
+    return [tag for tag in manifest.targets if tag == target or tag.startswith(target + "/")]
 
 
 def _select(manifest: manifests.Manifest, target: str | list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
     if isinstance(target, str):
-        tags = set(tags_for(target))
+        tags = set(tags_for(target, manifest))
         if not tags:
-            raise WeightsError(f"Unknown weights target {target!r}: use one of {', '.join(manifests.TAGS)}.")
+            raise WeightsError(
+                f"Unknown weights target {target!r}: use one of {', '.join(manifest.targets)}."
+            )
         return (
             {name: entry for name, entry in manifest.files.items() if tags & set(entry["needed_by"])},
             {name: step for name, step in manifest.conversions.items() if tags & set(step["needed_by"])},

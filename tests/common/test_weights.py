@@ -280,7 +280,16 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
         (lambda m: m["files"]["a"].update(sha265=None), "files.a has unknown key 'sha265'"),
         (
             lambda m: m["files"]["a"].update(needed_by=["nts"]),
-            "files.a.needed_by.0 must be one of nst, sd_style/sd15, sd_style/sdxl, musepose, got 'nts'",
+            "files.a.needed_by names 'nts', which targets lacks",
+        ),
+        (
+            lambda m: m["conversions"]["c"].update(needed_by=["sd_style"]),
+            "conversions.c.needed_by names 'sd_style', which targets lacks",
+        ),
+        (lambda m: m.pop("targets"), "manifest lacks 'targets'"),
+        (
+            lambda m: m.update(targets=["sd_style/sd15/x"]),
+            "targets.0 must be a target name such as name or name/variant, got 'sd_style/sd15/x'",
         ),
         (lambda m: m["files"]["a"].update(dest="../a.bin"), "files.a.dest must be a relative path"),
         (lambda m: m["files"]["a"].update(size="12"), "files.a.size must be a byte count or null, got '12'"),
@@ -294,7 +303,7 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
         ),
         (
             lambda m: m["files"]["a"].update(needed_by=[]),
-            "files.a.needed_by must be a non-empty list of nst,",
+            "files.a.needed_by must be a non-empty list of target names, got []",
         ),
         (lambda m: m["files"]["a"].update(role="unet"), "files.a.role must be one of base (the base model's"),
         (lambda m: m["files"]["a"].update(size=True), "files.a.size must be a byte count or null, got True"),
@@ -307,6 +316,7 @@ def test_mirrors_are_tried_in_order(server, root, tmp_path, monkeypatch):
 def test_manifest_schema_errors_name_the_field(tmp_path, mutate, message):
     manifest = {
         "schema_version": 1,
+        "targets": ["nst", "musepose"],
         "files": {"a": entry("https://example.org/a.bin", "x/a.bin", PAYLOAD)},
         "conversions": {
             "c": {

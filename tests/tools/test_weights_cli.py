@@ -48,6 +48,7 @@ def test_fetch_names_what_it_verified(server, root, tmp_path, monkeypatch, capsy
 def test_check_reports_conversion_inputs_missing_from_files(tmp_path, capsys):
     manifest = {
         "schema_version": 1,
+        "targets": ["nst"],
         "files": {},
         "conversions": {
             "c": {
