@@ -47,8 +47,6 @@ import numpy as np
 import torch
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-# The product's defaults (predictors/sd_style): 20 steps with guidance, 4 LCM steps at guidance 1 in turbo.
-DEFAULT_STEPS, TURBO_STEPS = 20, 4
 # Upstream MusePose's README ("Reducing VRAM cost"): 16 GB at 512x512x48, 28 GB at 768x768x48.
 UPSTREAM_VRAM_GB = {512: 16, 768: 28}
 VRAM_GOAL_GB = {768: 24}
@@ -330,6 +328,9 @@ def _sd_step(unet, controlnet, case: SdCase, rows: int, check: Check) -> Callabl
 
 
 def sd_rows(check: Check) -> None:
+    # The product's step counts: the default job with guidance, turbo's LCM steps at guidance 1.
+    from predictors.sd_style.pipeline import DEFAULT_STEPS, TURBO_STEPS
+
     for case in check.plan.sd_cases:
         label = f"sd_style {case.label} {case.size}²"
         if check.spent():
@@ -357,6 +358,7 @@ def sd_rows(check: Check) -> None:
 
 def _musepose_row(check: Check, pipeline, size: int) -> Row:
     """One window of ``plan.window`` frames at ``size``², denoised with CFG, then one decode chunk."""
+    from predictors.musepose.animate import DECODE_CHUNK
     from predictors.musepose.pipeline import ReferenceEncoding
 
     plan = check.plan
@@ -387,7 +389,7 @@ def _musepose_row(check: Check, pipeline, size: int) -> Row:
             ]
 
         seconds = check.seconds(denoise)
-        next(pipeline.decode(latents[0]))  # the decode's peak counts too
+        next(pipeline.decode(latents[0], DECODE_CHUNK))  # the decode's peak counts too
     notes = [f"CFG, {plan.musepose_steps} step(s) per run"]
     if size in UPSTREAM_VRAM_GB:
         notes.append(f"upstream's README: {UPSTREAM_VRAM_GB[size]} GB")

@@ -54,6 +54,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from predictors.common.video import VideoWriter
 from predictors.musepose.allocator import keep_freed_memory
+from predictors.musepose.animate import DECODE_CHUNK
 from predictors.musepose.distributed import (
     DistributedPipeline,
     Team,
@@ -429,7 +430,6 @@ PARALLEL_RANKS = (1, 2, 4, 8)
 # TFLOP/s dense peak; a slower GPU only shrinks the share of communication) and NCCL bus bandwidths.
 ACHIEVED_FLOPS = 400e12
 LINKS = {"NVLink": 450e9, "PCIe 4.0 x16": 24e9}
-DECODE_CHUNK = 4
 LATENT_CHANNELS, PIXEL_BYTES = 4, 3 * 4  # decoded frames travel as float32 RGB
 
 
@@ -789,7 +789,7 @@ def main() -> None:
                 generator=torch.Generator().manual_seed(0),
                 reference_features=features,
             )
-            for chunk in pipeline.decode(latents, chunk=4):
+            for chunk in pipeline.decode(latents, DECODE_CHUNK):
                 to_output_frames(chunk, (size, size))
         windows = len(context_windows(padded, window, args.overlap))
         seconds = time.process_time() - start

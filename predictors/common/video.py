@@ -179,6 +179,9 @@ def read_frames(
 
     ``skip`` then keeps one tick in ``skip + 1`` (so the effective rate is ``fps / (skip + 1)``), and
     ``max_frames`` stops after that many yielded frames. ``VideoFrame.index`` counts yielded frames.
+
+    Over 60 lines because one decode loop and its clock (the tick, the frame on screen) share their state; the
+    two closures below keep that state in one place rather than in a class of its own.
     """
     if skip < 0:
         raise ValueError("skip must be >= 0")

@@ -634,7 +634,7 @@ class DistributedPipeline:
             if self.unet_calls:
                 log.info("UNet calls per %s: %s.", self.team.unit, ", ".join(str(n) for n in self.unet_calls))
 
-    def decode(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[torch.Tensor]:
+    def decode(self, latents: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
         """``MusePosePipeline.decode``'s frames in order (chunks of at most ``chunk``), from all ranks."""
         frames: queue.Queue[torch.Tensor] = queue.Queue(maxsize=2 * self.team.ranks)
         job = DecodeJob(latents.cpu(), chunk)

@@ -217,6 +217,9 @@ class MusePosePipeline:
         ``share``: when several processes denoise together (``distributed``), this process runs only its
         share of each step's windows (and its bar counts those), and the share sums the predictions and
         visits of all processes before the scheduler step, so that every process takes the same step.
+
+        Over 60 lines by its keyword arguments and this text; the body is the recipe (noise, windows, the
+        reference bank, one scheduler step per timestep).
         """
         frames, height, width = poses.shape[:3]
         latents = self.initial_noise(frames, width, height, generator)
@@ -291,7 +294,7 @@ class MusePosePipeline:
 
     # -- decoding ----------------------------------------------------------------------------------------
 
-    def decode(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[torch.Tensor]:
+    def decode(self, latents: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
         """Yield decoded frames [n <= chunk, 3, H, W] float32 in [0, 1], in order (padded frames included)."""
         for start in range(0, latents.shape[2], chunk):
             yield self.decode_frames(latents[:, :, start : start + chunk])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from predictors.musepose.animate import frame_plan, output_fps
+from predictors.musepose.animate import DECODE_CHUNK, frame_plan, output_fps
 from predictors.musepose.convert import CHECKPOINTS, CONFIG_INPUT, convert_release
 from predictors.musepose.models.config import SCHEDULER_KWARGS
 from predictors.musepose.models.loading import load_models
@@ -258,7 +258,7 @@ def test_videos_and_output_frames_end_to_end(pipe, golden, args, reference_image
         generator=torch.Generator().manual_seed(args["seed"]),
     )
     assert_relative(latents, intermediate(golden, "step_latents_out.npy")[-1])
-    videos = torch.cat(list(pipe.decode(latents)))
+    videos = torch.cat(list(pipe.decode(latents, DECODE_CHUNK)))
     wanted = expected(golden, "videos.npy")
     assert np.abs(videos.permute(1, 0, 2, 3)[None].numpy() - wanted).max() < VIDEOS_TOLERANCE
 
