@@ -29,6 +29,7 @@ def test_parsing_checks_only_the_form():
     ("weights", "count", "message"),
     [
         ([1.0], 2, "style_weights has 1 value(s) but 2 style image(s) were given."),
+        ([1.0, 1.0, 1.0], 2, "style_weights has 3 value(s) but 2 style image(s) were given."),
         ([-1.0, 2.0], 2, "style_weights must be non-negative and not all zero, got [-1.0, 2.0]."),
         ([0.0, 0.0], 2, "style_weights must be non-negative and not all zero, got [0.0, 0.0]."),
         ([float("nan"), 1.0], 2, "style_weights must be non-negative and not all zero, got [nan, 1.0]."),
