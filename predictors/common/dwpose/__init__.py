@@ -11,7 +11,7 @@ skeleton rendering.
 
 from predictors.common.dwpose.keypoints import Pose, to_openpose
 from predictors.common.dwpose.render import render_pose
-from predictors.common.dwpose.session import (
+from predictors.common.dwpose.wholebody import (
     PoseResult,
     Wholebody,
     resize_for_detection,
